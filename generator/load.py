@@ -1,0 +1,543 @@
+"""Read spec/ into plain data, checking every key of every file and collecting ALL errors.
+
+Each file is checked on its own first (keys, types, names, placeholders); then the checks that
+need several files (references, ports, route prefixes, known attributes) run over the whole set.
+Flavor resolution checks (extends cycles, replacements, health) live in `generator.resolve`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .model import (
+    PLACEHOLDERS,
+    PORT_PLACEHOLDERS,
+    SYSTEMS,
+    Cuda,
+    Flavor,
+    KnownAttributes,
+    MenuEntry,
+    Process,
+    Ready,
+    Replace,
+    Route,
+    Spec,
+    SpecError,
+    Tool,
+)
+
+TOOLS_DIR = "spec/tools"
+FLAVORS_DIR = "spec/flavors"
+KNOWN_FILE = "spec/known-attributes.toml"
+
+NAME_RE = re.compile(r"[a-z][a-z0-9-]*\Z")
+ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# A Nix attribute path of plain identifiers: "xfce4-panel", "rPackages.IRkernel".
+ATTR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_'-]*(\.[A-Za-z_][A-Za-z0-9_'-]*)*\Z")
+PREFIX_RE = re.compile(r"/([A-Za-z0-9._~-]+/)*\Z")
+IMAGE_RE = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*\Z")
+CUDA_CAP_RE = re.compile(r"[0-9]+\.[0-9]+[a-z]?\Z")
+PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
+
+MISSING = object()
+
+
+def describe(value: Any) -> str:
+    """Say what a TOML value is, short enough for one error line."""
+    if value is MISSING:
+        return "nothing (the key is missing)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        return f"a list {text}" if len(text) <= 60 else "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__} ({value})"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a value must be: a test and the words an error uses for it."""
+
+    expected: str
+    test: Callable[[Any], bool]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+STRING = Kind("a string", lambda v: isinstance(v, str))
+TEXT = Kind("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "")
+BOOL = Kind("true or false", lambda v: isinstance(v, bool))
+PORT = Kind("an integer 1-65535", lambda v: _is_int(v) and 1 <= v <= 65535)
+NAME = Kind("a name matching [a-z][a-z0-9-]*", lambda v: isinstance(v, str) and bool(NAME_RE.match(v)))
+ATTR = Kind(
+    "a Nix attribute path such as \"xfce4-panel\" or \"rPackages.IRkernel\"",
+    lambda v: isinstance(v, str) and bool(ATTR_RE.match(v)),
+)
+PREFIX = Kind(
+    'a URL path starting and ending with "/" (letters, digits, "._~-" between slashes)',
+    lambda v: isinstance(v, str) and bool(PREFIX_RE.match(v)),
+)
+URL_PATH = Kind('a URL path starting with "/"', lambda v: isinstance(v, str) and v.startswith("/"))
+MENU_URL = Kind(
+    'a URL path starting with "/", or "" for an action button',
+    lambda v: isinstance(v, str) and (v == "" or v.startswith("/")),
+)
+IMAGE = Kind(
+    "an image name of lower-case letters, digits and . _ - / (e.g. \"ml-workspace\")",
+    lambda v: isinstance(v, str) and bool(IMAGE_RE.match(v)),
+)
+SYSTEM = Kind("one of " + ", ".join(f'"{s}"' for s in SYSTEMS), lambda v: v in SYSTEMS)
+CUDA_CAPABILITY = Kind(
+    'a CUDA compute capability such as "8.6"',
+    lambda v: isinstance(v, str) and bool(CUDA_CAP_RE.match(v)),
+)
+TABLE = Kind("a table", lambda v: isinstance(v, dict))
+
+
+class Checker:
+    """Collects the errors of one file while its tables are read."""
+
+    def __init__(self, file: str, errors: list[SpecError]):
+        self.file = file
+        self.errors = errors
+
+    def error(self, key: str, expected: str, found: str) -> None:
+        self.errors.append(SpecError(self.file, key, expected, found))
+
+    def keys(self, table: dict, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> None:
+        for key in sorted(table):
+            if key not in allowed:
+                self.error(join(path, key), "one of the keys " + ", ".join(allowed), f'an unknown key "{key}"')
+        for key in required:
+            if key not in table:
+                self.error(join(path, key), _expected_for_required(key), describe(MISSING))
+
+    def value(self, table: dict, path: str, key: str, kind: Kind, default: Any = MISSING) -> Any:
+        """The value of `key` if it is of `kind`; else record an error and return `default`."""
+        value = table.get(key, MISSING)
+        if value is MISSING:
+            return default
+        if not kind.test(value):
+            self.error(join(path, key), kind.expected, describe(value))
+            return default
+        return value
+
+    def items(self, table: dict, path: str, key: str, kind: Kind) -> tuple:
+        """A list of unique items of `kind` (errors name the item: `python[3]`)."""
+        value = table.get(key, MISSING)
+        if value is MISSING:
+            return ()
+        if not isinstance(value, list):
+            self.error(join(path, key), f"a list of items, each {kind.expected}", describe(value))
+            return ()
+        good: list = []
+        for index, item in enumerate(value):
+            where = f"{join(path, key)}[{index}]"
+            if not kind.test(item):
+                self.error(where, kind.expected, describe(item))
+            elif item in good:
+                self.error(where, "no item listed twice", f"{describe(item)} a second time")
+            else:
+                good.append(item)
+        return tuple(good)
+
+    def env(self, table: dict, path: str, key: str, has_port: bool | None) -> dict[str, str]:
+        """An env table: variable names to strings (placeholders checked when `has_port` is given)."""
+        value = table.get(key, MISSING)
+        if value is MISSING:
+            return {}
+        where = join(path, key)
+        if not isinstance(value, dict):
+            self.error(where, "a table of environment variables", describe(value))
+            return {}
+        env: dict[str, str] = {}
+        for name in sorted(value):
+            item_where = join(where, name)
+            if not ENV_KEY_RE.match(name):
+                self.error(item_where, "an environment variable name matching [A-Za-z_][A-Za-z0-9_]*", f'"{name}"')
+            elif not isinstance(value[name], str):
+                self.error(item_where, "a string", describe(value[name]))
+            else:
+                if has_port is not None:
+                    self.placeholders(item_where, value[name], has_port)
+                env[name] = value[name]
+        return env
+
+    def placeholders(self, where: str, text: str, has_port: bool) -> None:
+        known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+        if "{" in PLACEHOLDER_RE.sub("", text) or "}" in PLACEHOLDER_RE.sub("", text):
+            self.error(where, f"placeholders of the form {{name}} ({known})", f"an unbalanced brace in {describe(text)}")
+        for name in PLACEHOLDER_RE.findall(text):
+            if name not in PLACEHOLDERS:
+                self.error(where, f"only the placeholders {known}", f'the unknown placeholder "{{{name}}}"')
+            elif name in PORT_PLACEHOLDERS and not has_port:
+                self.error(where, f"no {{{name}}} in a tool without `port`", f'"{{{name}}}" in {describe(text)}')
+
+
+def join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _expected_for_required(key: str) -> str:
+    return {
+        "description": "a non-empty string",
+        "name": "a name matching [a-z][a-z0-9-]*",
+        "command": "a non-empty list of strings",
+        "id": "a name matching [a-z][a-z0-9-]*",
+        "url_path": 'a URL path starting with "/"',
+        "nixpkgs": "a list of Nix attribute paths",
+        "python": "a list of python3Packages attribute names",
+        "enable": "true or false",
+    }.get(key, "a value")
+
+
+def read_toml(path: Path, file: str, errors: list[SpecError]) -> dict | None:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        errors.append(SpecError(file, "", "valid TOML", f"a syntax error: {exc}"))
+    except UnicodeDecodeError as exc:
+        errors.append(SpecError(file, "", "valid TOML in UTF-8", f"undecodable bytes ({exc.reason})"))
+    except OSError as exc:
+        errors.append(SpecError(file, "", "a readable file", f"{exc.strerror or exc}"))
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# tools
+
+TOOL_KEYS = ("description", "nixpkgs", "python", "needs", "port", "health", "env", "process", "route", "menu")
+PROCESS_KEYS = ("name", "command", "env", "ready")
+READY_KEYS = ("http", "tcp")
+ROUTE_KEYS = ("prefix", "strip_prefix", "websockets")
+MENU_KEYS = ("id", "name", "description", "url_path")
+
+
+def check_tool(name: str, file: str, data: dict, errors: list[SpecError]) -> Tool:
+    c = Checker(file, errors)
+    c.keys(data, "", TOOL_KEYS, required=("description",))
+    port = c.value(data, "", "port", PORT, None)
+    has_port = "port" in data  # a wrong port is reported once, not again for each {port}
+    health = c.value(data, "", "health", BOOL, False)
+    if health and not has_port:
+        c.error("health", "health = true only on a tool with a `port`", "health = true and no port")
+
+    processes = []
+    raw_processes = data.get("process", [])
+    if not isinstance(raw_processes, list) or not all(isinstance(p, dict) for p in raw_processes):
+        c.error("process", "an array of tables ([[process]])", describe(raw_processes))
+        raw_processes = []
+    seen_names: set[str] = set()
+    for index, raw in enumerate(raw_processes):
+        process = _check_process(c, f"process[{index}]", raw, has_port)
+        if process.name in seen_names:
+            c.error(f"process[{index}].name", "a process name unique within the tool", f'"{process.name}" a second time')
+        seen_names.add(process.name)
+        processes.append(process)
+
+    route = None
+    raw_route = data.get("route", MISSING)
+    if raw_route is not MISSING and not isinstance(raw_route, dict):
+        c.error("route", "a table ([route])", describe(raw_route))
+        raw_route = MISSING
+    if raw_route is not MISSING and not has_port:
+        c.error("route", "no [route] in a tool without `port` (the gateway needs a port to proxy to)", "a [route] table")
+    if has_port:
+        raw_route = raw_route if raw_route is not MISSING else {}
+        c.keys(raw_route, "route", ROUTE_KEYS)
+        route = Route(
+            prefix=c.value(raw_route, "route", "prefix", PREFIX, f"/tools/{name}/"),
+            strip_prefix=c.value(raw_route, "route", "strip_prefix", BOOL, True),
+            websockets=c.value(raw_route, "route", "websockets", BOOL, True),
+        )
+
+    menu = []
+    raw_menu = data.get("menu", [])
+    if not isinstance(raw_menu, list) or not all(isinstance(m, dict) for m in raw_menu):
+        c.error("menu", "an array of tables ([[menu]])", describe(raw_menu))
+        raw_menu = []
+    for index, raw in enumerate(raw_menu):
+        path = f"menu[{index}]"
+        c.keys(raw, path, MENU_KEYS, required=("id", "name", "url_path"))
+        menu.append(
+            MenuEntry(
+                id=c.value(raw, path, "id", NAME, ""),
+                name=c.value(raw, path, "name", TEXT, ""),
+                description=c.value(raw, path, "description", STRING, ""),
+                url_path=c.value(raw, path, "url_path", MENU_URL, ""),
+            )
+        )
+
+    return Tool(
+        name=name,
+        file=file,
+        description=c.value(data, "", "description", TEXT, ""),
+        nixpkgs=c.items(data, "", "nixpkgs", ATTR),
+        python=c.items(data, "", "python", ATTR),
+        needs=c.items(data, "", "needs", NAME),
+        port=port,
+        health=health,
+        env=c.env(data, "", "env", has_port),
+        processes=tuple(processes),
+        route=route,
+        menu=tuple(menu),
+    )
+
+
+def _check_process(c: Checker, path: str, raw: dict, has_port: bool) -> Process:
+    c.keys(raw, path, PROCESS_KEYS, required=("name", "command"))
+    command = raw.get("command", MISSING)
+    good_command: tuple[str, ...] = ()
+    if command is not MISSING:
+        if not isinstance(command, list) or not command:
+            c.error(join(path, "command"), "a non-empty list of strings (argv, no shell)", describe(command))
+        else:
+            for index, arg in enumerate(command):
+                where = f"{join(path, 'command')}[{index}]"
+                if not isinstance(arg, str) or (index == 0 and not arg.strip()):
+                    c.error(where, "a string" if index else "a program name (non-empty string)", describe(arg))
+                else:
+                    c.placeholders(where, arg, has_port)
+            good_command = tuple(a for a in command if isinstance(a, str))
+
+    ready = Ready()
+    raw_ready = raw.get("ready", MISSING)
+    if raw_ready is not MISSING:
+        where = join(path, "ready")
+        if not isinstance(raw_ready, dict):
+            c.error(where, "a table with http = PATH or tcp = PORT", describe(raw_ready))
+        else:
+            c.keys(raw_ready, where, READY_KEYS)
+            if len([k for k in READY_KEYS if k in raw_ready]) != 1:
+                c.error(where, "exactly one of http = PATH or tcp = PORT", f"{len(raw_ready)} keys")
+            ready = Ready(
+                http=c.value(raw_ready, where, "http", URL_PATH, None),
+                tcp=c.value(raw_ready, where, "tcp", PORT, None),
+            )
+    return Process(
+        name=c.value(raw, path, "name", NAME, ""),
+        command=good_command,
+        env=c.env(raw, path, "env", has_port),
+        ready=ready,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# flavors
+
+FLAVOR_KEYS = ("description", "extends", "image", "tools", "python", "nixpkgs", "systems", "unfree", "env", "cuda", "replace")
+CUDA_KEYS = ("enable", "capabilities")
+REPLACE_KEYS = ("python", "nixpkgs")
+
+
+def check_flavor(name: str, file: str, data: dict, errors: list[SpecError]) -> Flavor:
+    c = Checker(file, errors)
+    c.keys(data, "", FLAVOR_KEYS, required=("description",))
+
+    systems = None
+    if "systems" in data:
+        systems = c.items(data, "", "systems", SYSTEM)
+        if isinstance(data["systems"], list) and not data["systems"]:
+            c.error("systems", "at least one of " + ", ".join(f'"{s}"' for s in SYSTEMS), "an empty list")
+
+    cuda = None
+    raw_cuda = c.value(data, "", "cuda", TABLE, None)
+    if raw_cuda is not None:
+        c.keys(raw_cuda, "cuda", CUDA_KEYS, required=("enable",))
+        cuda = Cuda(
+            enable=c.value(raw_cuda, "cuda", "enable", BOOL, False),
+            capabilities=c.items(raw_cuda, "cuda", "capabilities", CUDA_CAPABILITY),
+        )
+
+    replace = Replace()
+    raw_replace = c.value(data, "", "replace", TABLE, None)
+    if raw_replace is not None:
+        c.keys(raw_replace, "replace", REPLACE_KEYS)
+        replace = Replace(
+            python=_check_replace_table(c, raw_replace, "python"),
+            nixpkgs=_check_replace_table(c, raw_replace, "nixpkgs"),
+        )
+
+    return Flavor(
+        name=name,
+        file=file,
+        description=c.value(data, "", "description", TEXT, ""),
+        extends=c.value(data, "", "extends", NAME, None),
+        image=c.value(data, "", "image", IMAGE, None),
+        tools=c.items(data, "", "tools", NAME),
+        python=c.items(data, "", "python", ATTR),
+        nixpkgs=c.items(data, "", "nixpkgs", ATTR),
+        systems=systems,
+        unfree=c.value(data, "", "unfree", BOOL, None),
+        env=c.env(data, "", "env", None),
+        cuda=cuda,
+        replace=replace,
+    )
+
+
+def _check_replace_table(c: Checker, raw: dict, key: str) -> dict[str, str]:
+    table = raw.get(key, {})
+    where = join("replace", key)
+    if not isinstance(table, dict):
+        c.error(where, 'a table of old = "new" attribute names', describe(table))
+        return {}
+    good = {}
+    for old in sorted(table):
+        item = join(where, old)
+        if not ATTR_RE.match(old):
+            c.error(item, ATTR.expected, f'"{old}"')
+        elif not ATTR.test(table[old]):
+            c.error(item, ATTR.expected, describe(table[old]))
+        else:
+            good[old] = table[old]
+    return good
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole spec
+
+
+def check_known(file: str, data: dict, errors: list[SpecError]) -> KnownAttributes:
+    c = Checker(file, errors)
+    c.keys(data, "", ("nixpkgs", "python"), required=("nixpkgs", "python"))
+    return KnownAttributes(
+        file=file,
+        nixpkgs=frozenset(c.items(data, "", "nixpkgs", ATTR)),
+        python=frozenset(c.items(data, "", "python", ATTR)),
+    )
+
+
+def _spec_files(root: Path, folder: str, errors: list[SpecError]) -> list[tuple[str, str, Path]]:
+    """(name, relative file, path) of each *.toml in a spec folder, sorted by name."""
+    directory = root / folder
+    if not directory.is_dir():
+        errors.append(SpecError(folder, "", "a folder of *.toml files", "no such folder"))
+        return []
+    found = []
+    for path in sorted(directory.iterdir(), key=lambda p: p.name):
+        if path.suffix != ".toml" or path.name.startswith("."):
+            continue
+        file = f"{folder}/{path.name}"
+        if not NAME_RE.match(path.stem):
+            errors.append(SpecError(file, "", "a file name matching [a-z][a-z0-9-]*.toml", f'"{path.name}"'))
+            continue
+        found.append((path.stem, file, path))
+    return found
+
+
+def load_spec(root: Path) -> tuple[Spec, list[SpecError]]:
+    """Read and check every spec file. Returns the spec and every error found (empty if valid)."""
+    errors: list[SpecError] = []
+
+    known = KnownAttributes(KNOWN_FILE, frozenset(), frozenset())
+    known_path = root / KNOWN_FILE
+    if not known_path.is_file():
+        errors.append(SpecError(KNOWN_FILE, "", "the list of known nixpkgs and python attributes", "no such file"))
+        known_checked = False
+    else:
+        data = read_toml(known_path, KNOWN_FILE, errors)
+        known_checked = data is not None
+        if data is not None:
+            known = check_known(KNOWN_FILE, data, errors)
+
+    tools: dict[str, Tool] = {}
+    for name, file, path in _spec_files(root, TOOLS_DIR, errors):
+        data = read_toml(path, file, errors)
+        if data is not None:
+            tools[name] = check_tool(name, file, data, errors)
+
+    flavors: dict[str, Flavor] = {}
+    for name, file, path in _spec_files(root, FLAVORS_DIR, errors):
+        data = read_toml(path, file, errors)
+        if data is not None:
+            flavors[name] = check_flavor(name, file, data, errors)
+
+    spec = Spec(root=root, tools=tools, flavors=flavors, known=known)
+    errors += check_references(spec, check_attributes=known_checked)
+    return spec, errors
+
+
+def check_references(spec: Spec, check_attributes: bool = True) -> list[SpecError]:
+    """Checks across files: tool references, shared ports and prefixes, known attributes."""
+    errors: list[SpecError] = []
+    tool_names = ", ".join(sorted(spec.tools)) or "(none)"
+
+    port_owner: dict[int, str] = {}
+    prefix_owner: dict[str, str] = {}
+    menu_owner: dict[str, str] = {}
+    for name in sorted(spec.tools):
+        tool = spec.tools[name]
+        for index, need in enumerate(tool.needs):
+            if need == name:
+                errors.append(SpecError(tool.file, f"needs[{index}]", "another tool (a tool does not need itself)", f'"{need}"'))
+            elif need not in spec.tools:
+                errors.append(SpecError(tool.file, f"needs[{index}]", f"a tool in spec/tools ({tool_names})", f'"{need}"'))
+
+        # Every port a tool occupies: its web port and the TCP ports its processes wait on.
+        occupied = [("port", tool.port)] if tool.port is not None else []
+        occupied += [
+            (f"process[{i}].ready.tcp", p.ready.tcp)
+            for i, p in enumerate(tool.processes)
+            if p.ready.tcp is not None and p.ready.tcp != tool.port
+        ]
+        for key, port in occupied:
+            if port in port_owner and port_owner[port] != tool.file:
+                errors.append(SpecError(tool.file, key, "a port no other tool uses", f"{port}, also used by {port_owner[port]}"))
+            port_owner.setdefault(port, tool.file)
+
+        if tool.route is not None:
+            prefix = tool.route.prefix
+            if prefix in prefix_owner:
+                errors.append(SpecError(tool.file, "route.prefix", "a route prefix no other tool uses", f'"{prefix}", also used by {prefix_owner[prefix]}'))
+            prefix_owner.setdefault(prefix, tool.file)
+
+        for index, entry in enumerate(tool.menu):
+            if entry.id and entry.id in menu_owner:
+                errors.append(SpecError(tool.file, f"menu[{index}].id", "a menu id no other entry uses", f'"{entry.id}", also used by {menu_owner[entry.id]}'))
+            menu_owner.setdefault(entry.id, tool.file)
+
+        if check_attributes:
+            errors += _unknown_attributes(tool.file, "", tool.nixpkgs, tool.python, spec.known)
+
+    for name in sorted(spec.flavors):
+        flavor = spec.flavors[name]
+        if flavor.extends is not None and flavor.extends not in spec.flavors:
+            names = ", ".join(sorted(spec.flavors))
+            errors.append(SpecError(flavor.file, "extends", f"a flavor in spec/flavors ({names})", f'"{flavor.extends}"'))
+        for index, tool in enumerate(flavor.tools):
+            if tool not in spec.tools:
+                errors.append(SpecError(flavor.file, f"tools[{index}]", f"a tool in spec/tools ({tool_names})", f'"{tool}"'))
+        if check_attributes:
+            errors += _unknown_attributes(flavor.file, "", flavor.nixpkgs, flavor.python, spec.known)
+            for new_key, table, known in (
+                ("python", flavor.replace.python, spec.known.python),
+                ("nixpkgs", flavor.replace.nixpkgs, spec.known.nixpkgs),
+            ):
+                for old, new in sorted(table.items()):
+                    if new not in known:
+                        errors.append(SpecError(flavor.file, f"replace.{new_key}.{old}", f"a {new_key} attribute listed in {spec.known.file}", f'"{new}"'))
+    return errors
+
+
+def _unknown_attributes(file: str, path: str, nixpkgs: tuple, python: tuple, known: KnownAttributes) -> list[SpecError]:
+    errors = []
+    for key, items, names in (("nixpkgs", nixpkgs, known.nixpkgs), ("python", python, known.python)):
+        for index, item in enumerate(items):
+            if item not in names:
+                what = "nixpkgs attribute" if key == "nixpkgs" else "python3Packages attribute"
+                errors.append(SpecError(file, f"{join(path, key)}[{index}]", f"a {what} listed in {known.file}", f'"{item}"'))
+    return errors

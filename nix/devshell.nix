@@ -1,0 +1,39 @@
+# nix/devshell.nix: the dev shell of one flavor (`nix develop .#<flavor>`).
+#
+# It carries exactly the image's packages and Python environment, so a tool that works in
+# `nix develop .#full` works in the ml-workspace image, and exports MLWS_MANIFEST so `mlws start`
+# in the shell runs the flavor's tools.
+#
+# Arguments (an attribute set):
+#   pkgs            the flavor's nixpkgs package set (mkShell comes from it).
+#   flavor          one flavor file's contents (flavors/<flavor>.nix): name, env, manifest are read.
+#   systemPackages  the same list nix/image.nix puts in the image.
+#   pythonEnv       the same Python environment the image has (nix/python.nix).
+#   mlwsApp         the `mlws` application (nix/app.nix).
+#
+# Returns a pkgs.mkShell derivation.
+{
+  pkgs,
+  flavor,
+  systemPackages,
+  pythonEnv,
+  mlwsApp,
+}:
+let
+  # The flavor's image environment, then MLWS_MANIFEST, exported by the shell hook. Values are
+  # single-quoted for the shell ('\'' closes, escapes and reopens the quote).
+  quote = value: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] value + "'";
+  exports = flavor.env // {
+    MLWS_MANIFEST = "${flavor.manifest}";
+  };
+in
+pkgs.mkShell {
+  name = "mlws-${flavor.name}";
+  packages = systemPackages ++ [
+    pythonEnv
+    mlwsApp
+  ];
+  shellHook = builtins.concatStringsSep "\n" (
+    map (name: "export ${name}=${quote exports.${name}}") (builtins.attrNames exports)
+  );
+}

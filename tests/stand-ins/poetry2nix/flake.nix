@@ -1,0 +1,97 @@
+# Strict stand-in for github:nix-community/poetry2nix (rev ce2369db), for evaluating mlws' flake
+# offline: nix eval --override-input poetry2nix path:/abs/tests/stand-ins/poetry2nix ...
+#
+# Offers what mlws uses of the real flake: lib.mkPoetry2Nix { pkgs } -> { mkPoetryApplication }.
+# mkPoetryApplication takes the real function's named arguments (a few mkDerivation ones besides),
+# reads pyproject.toml and poetry.lock from projectDir as the real one does (so a missing or broken
+# file fails here too), and returns a fake derivation recording the call in
+# `standInCall = { fn; args; }` plus the project's [tool.poetry] name, version and scripts.
+{
+  description = "Strict evaluation-only stand-in for poetry2nix (mlws tests)";
+
+  outputs =
+    { self }:
+    {
+      lib.mkPoetry2Nix =
+        args:
+        let
+          pkgs =
+            if builtins.attrNames args == [ "pkgs" ] then
+              args.pkgs
+            else
+              throw "stand-in poetry2nix: mkPoetry2Nix takes exactly { pkgs }, got ${builtins.toJSON (builtins.attrNames args)}";
+
+          # Named arguments of mkPoetryApplication at ce2369db, then mkDerivation arguments mlws
+          # may pass through its `...`.
+          allowed = [
+            "projectDir"
+            "src"
+            "pyproject"
+            "poetrylock"
+            "overrides"
+            "meta"
+            "python"
+            "pwd"
+            "preferWheels"
+            "groups"
+            "checkGroups"
+            "extras"
+            "doCheck"
+            "passthru"
+            "nativeBuildInputs"
+            "buildInputs"
+            "propagatedBuildInputs"
+            "postInstall"
+          ];
+        in
+        {
+          mkPoetryApplication =
+            attrs:
+            let
+              unknown = builtins.filter (n: !(builtins.elem n allowed)) (builtins.attrNames attrs);
+              projectDir = attrs.projectDir or null;
+              pyprojectPath = attrs.pyproject or (projectDir + "/pyproject.toml");
+              poetrylockPath = attrs.poetrylock or (projectDir + "/poetry.lock");
+              pyProject = builtins.fromTOML (builtins.readFile pyprojectPath);
+              poetryLock = builtins.fromTOML (builtins.readFile poetrylockPath);
+              poetry =
+                pyProject.tool.poetry
+                  or (throw "stand-in poetry2nix: ${toString pyprojectPath} has no [tool.poetry] table (poetry2nix reads only tool.poetry)");
+              python = attrs.python or pkgs.python3;
+              app = pkgs.runCommand "${poetry.name}-${poetry.version}" {
+                nativeBuildInputs = [ python ];
+              } "poetry2nix build of ${poetry.name}";
+            in
+            if unknown != [ ] then
+              throw "stand-in poetry2nix: unknown argument(s) ${builtins.toJSON unknown} to mkPoetryApplication"
+            else if projectDir == null && !(attrs ? src) then
+              throw "stand-in poetry2nix: mkPoetryApplication needs projectDir (or src, pyproject and poetrylock)"
+            else if !(python ? withPackages) then
+              throw "stand-in poetry2nix: mkPoetryApplication: python must be a Python interpreter (pkgs.python3)"
+            else
+              builtins.seq (builtins.length (poetryLock.package or [ ])) (
+                app
+                // {
+                  pname = poetry.name;
+                  inherit (poetry) version;
+                  meta = app.meta // (attrs.meta or { });
+                  standInCall = {
+                    fn = "poetry2nix.mkPoetryApplication";
+                    args = {
+                      projectDir = toString projectDir;
+                      python = python.name;
+                      groups = attrs.groups or [ ];
+                      checkGroups = attrs.checkGroups or [ "dev" ];
+                      meta = attrs.meta or { };
+                    };
+                    project = {
+                      inherit (poetry) name version;
+                      scripts = poetry.scripts or { };
+                      lockedPackages = map (p: p.name) (poetryLock.package or [ ]);
+                    };
+                  };
+                }
+              );
+        };
+    };
+}

@@ -1,0 +1,10 @@
+"""`python -m runtime [start] ...`: the runtime without the generator's `mlws` group."""
+import sys
+
+from runtime.cli import start
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args[:1] == ["start"]:
+        args = args[1:]
+    start(args=args, prog_name="mlws start")

@@ -450,9 +450,12 @@ def load_spec(root: Path) -> tuple[Spec, list[SpecError]]:
         known_checked = False
     else:
         data = read_toml(known_path, KNOWN_FILE, errors)
-        known_checked = data is not None
+        known_checked = False
         if data is not None:
+            before = len(errors)
             known = check_known(KNOWN_FILE, data, errors)
+            # A broken list would flag every attribute of the spec: report the list alone.
+            known_checked = len(errors) == before
 
     tools: dict[str, Tool] = {}
     for name, file, path in _spec_files(root, TOOLS_DIR, errors):

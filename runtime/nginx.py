@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import urllib.parse
 
 GATEWAY_HEADER = "X-Mlws-Gateway"
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@=-]*$")
@@ -34,6 +35,12 @@ def nginx_string(value: str) -> str:
 def regex_literal(value: str) -> str:
     """A PCRE pattern matching `value` literally: every non-alphanumeric character escaped."""
     return "".join(ch if ch.isalnum() and ch.isascii() else "\\" + ch for ch in value)
+
+
+def uri_path(path: str) -> str:
+    """A `location` argument: nginx matches locations against the decoded URI, so the URL-quoted
+    base URL is decoded first and then written as a quoted nginx string."""
+    return nginx_string(urllib.parse.unquote(path))
 
 
 def safe_path(path: str, what: str) -> str:
@@ -108,7 +115,7 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
             raise ConfigValueError("internal secrets must be runtime-made lowercase hex")
     if not re.match(r"^[a-z0-9_]+$", cfg.cookie_name):
         raise ConfigValueError(f"cookie name {cfg.cookie_name!r}: expected [a-z0-9_]+")
-    base_re = regex_literal(base)
+    segments_re = "(?:/[^/?]*){%d}" % base.count("/") if base else ""
     listen = f"[{cfg.listen_address}]" if ":" in cfg.listen_address else cfg.listen_address
     tls = bool(cfg.ssl_cert)
     gated = cfg.auth_mode in ("token", "hub")
@@ -154,7 +161,8 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
     # The raw (still percent-encoded) rest of a /tools/<x>/ path, so %2F and friends reach backends intact.
     http += [
         "map $request_uri $mlws_tool_rest {",
-        f"    {nginx_string('~^' + base_re + '/tools/[^/?]+(?<rest>/[^?]*)')} $rest;",
+        # The raw URI may spell the base URL's characters differently: count its segments instead.
+        f"    {nginx_string('~^' + segments_re + '/tools/[^/?]+(?<rest>/[^?]*)')} $rest;",
         "    default /;",
         "}",
     ]
@@ -203,7 +211,7 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
     # Liveness and readiness: never gated.
     ping_paths = ["/ping"] + ([base + "/ping"] if base else [])
     for path in ping_paths:
-        server += location(f"= {path}", [*ungated_basic, "default_type text/plain;", 'return 200 "pong\\n";'])
+        server += location("= " + uri_path(path), [*ungated_basic, "default_type text/plain;", 'return 200 "pong\\n";'])
     health = upstream_name(cfg.health_tool)
     health_body = [
         *ungated_basic,
@@ -217,7 +225,7 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
         f"proxy_pass http://{health}{base}/api;",
     ]
     for path in ["/healthy"] + ([base + "/healthy"] if base else []):
-        server += location(f"= {path}", health_body)
+        server += location("= " + uri_path(path), health_body)
     server += location("@mlws_unhealthy", ["default_type text/plain;", 'return 503 "unhealthy: Jupyter does not answer\\n";'])
     server += location(
         "@mlws_starting",
@@ -230,7 +238,7 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
         ],
     )
     # Assets the login page needs: never gated.
-    server += location(f"^~ {base}/_mlws/static/", [*ungated_basic, f"alias {static}/;", "expires 1h;"])
+    server += location("^~ " + uri_path(f"{base}/_mlws/static/"), [*ungated_basic, f"alias {static}/;", "expires 1h;"])
 
     if cfg.auth_mode == "token":
         login_proxy = ["proxy_http_version 1.1;", 'proxy_set_header Connection "";', "proxy_set_header Host $http_host;",
@@ -238,7 +246,7 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
                        "proxy_pass http://mlws_login;"]
         server += location("@mlws_login", login_proxy)
         for path in ("login", "logout"):
-            server += location(f"= {base}/_mlws/{path}", login_proxy)
+            server += location("= " + uri_path(f"{base}/_mlws/{path}"), login_proxy)
     if cfg.auth_mode == "hub":
         # The hub's session is Jupyter's to check; ask it (GET {base}/api/me) once per cookie per 10 s.
         server += location(
@@ -268,7 +276,7 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
         if up.prefix == "/":
             continue
         prefix = base + up.prefix
-        server += location(f"= {prefix.rstrip('/')}", [*gate, *error_pages, f"return 302 {prefix}$is_args$args;"])
+        server += location("= " + uri_path(prefix.rstrip("/")), [*gate, *error_pages, f"return 302 {prefix}$is_args$args;"])
         body = [*gate, *error_pages, *_proxy_headers(None)]
         if not up.websockets:
             body = [line for line in body if "Upgrade" not in line]
@@ -278,10 +286,10 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
             body += [f"proxy_pass http://{upstream_name(up.name)}$mlws_tool_rest$is_args$args;"]
         else:
             body += [f"proxy_pass http://{upstream_name(up.name)};"]
-        server += location(f"^~ {prefix}", body)
+        server += location("^~ " + uri_path(prefix), body)
 
     # Any internal port: /tools/<port>/..., never the gateway's own port (a loop).
-    port_re = f"^{base_re}/tools/(?<mlws_port>[1-9][0-9]{{0,4}})(?<mlws_after>/.*)?$"
+    port_re = f"^{regex_literal(urllib.parse.unquote(base))}/tools/(?<mlws_port>[1-9][0-9]{{0,4}})(?<mlws_after>/.*)?$"
     server += location(
         f"~ {nginx_string(port_re)}",
         [
@@ -298,11 +306,11 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
     jupyter_secret = cfg.gateway_secret if cfg.auth_mode in ("token", "off") else None
     jupyter_gate = gate if cfg.auth_mode == "token" else []  # under a hub, Jupyter checks the hub session itself
     server += location(
-        f"{base}/",
+        uri_path(f"{base}/"),
         [*jupyter_gate, *error_pages, *_proxy_headers(jupyter_secret), f"proxy_pass http://{health};"],
     )
     if base:
-        server += location(f"= {base}", [f"return 302 {base}/$is_args$args;"])
+        server += location("= " + uri_path(base), [f"return 302 {base}/$is_args$args;"])
         # Outside the base URL (path-segment boundary: /foobar is outside /foo): redirect into it.
         server += location("/", [f"return 302 {base}$request_uri;"])
 

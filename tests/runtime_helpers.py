@@ -1,0 +1,197 @@
+"""Helpers for the runtime tests: start the real runtime (nginx, Jupyter, supervisor) on loopback.
+
+Run as root (CI), the runtime drops to an unprivileged user: $NB_USER, else `mlws` (created with
+useradd when missing). That user must be able to run this Python (a venv outside /root, see
+docs/runtime.md) and to read the checkout.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import requests
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE_MANIFEST = os.path.join(REPO, "tests", "fixtures", "runtime-manifest.json")
+ARTIFACTS = os.path.join(REPO, "test-artifacts")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_user() -> str | None:
+    """The unprivileged user the runtime drops to when the tests run as root."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get("NB_USER") or "mlws"
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "-m", name], check=True)
+    return name
+
+
+def shared_tempdir(prefix: str) -> str:
+    """A temp folder the dropped user may use (mkdtemp makes 0700 folders owned by root)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(path, 0o755)
+    return path
+
+
+def runtime_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A clean environment: the interpreter's bin folder first, so `jupyter` is this venv's."""
+    bin_dir = os.path.dirname(sys.executable)
+    env = {
+        "PATH": os.pathsep.join([bin_dir, "/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]),
+        "LANG": "C.UTF-8",
+        "MAX_NUM_THREADS": "2",
+        "INCLUDE_TUTORIALS": "true",
+    }
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    else:
+        env["PYTHONPATH"] = REPO
+    user = test_user()
+    if user:
+        env["NB_USER"] = user
+    env.update(extra or {})
+    return env
+
+
+def write_manifest(folder: str, tools: tuple[str, ...] | None = None) -> tuple[str, dict[str, int]]:
+    """The fixture manifest with free ports; returns its path and {tool: port}."""
+    with open(FIXTURE_MANIFEST, encoding="utf-8") as handle:
+        data = json.load(handle)
+    data = copy.deepcopy(data)
+    ports = {}
+    kept = []
+    for tool in data["tools"]:
+        if tools is not None and tool["name"] not in tools and not tool.get("health"):
+            continue
+        if tool.get("port"):
+            tool["port"] = ports[tool["name"]] = free_port()
+        kept.append(tool)
+    data["tools"] = kept
+    path = os.path.join(folder, "manifest.json")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+    os.chmod(path, 0o644)
+    return path, ports
+
+
+class Workspace:
+    """One running `mlws start` (python -m runtime start) on 127.0.0.1:<port>."""
+
+    def __init__(self, env: dict[str, str] | None = None, args: tuple[str, ...] = (), name: str = "ws",
+                 manifest_tools: tuple[str, ...] | None = None):
+        self.folder = shared_tempdir(f"mlws-test-{name}-")
+        self.workspace_dir = os.path.join(self.folder, "workspace")
+        self.runtime_dir = os.path.join(self.folder, "run")
+        self.manifest, self.tool_ports = write_manifest(self.folder, manifest_tools)
+        self.port = free_port()
+        self.env = runtime_env(env)
+        self.args = args
+        self.output: list[str] = []
+        self.process: subprocess.Popen | None = None
+        base = self.env.get("WORKSPACE_BASE_URL", "")
+        from runtime.settings import normalise_base_url
+
+        self.base = normalise_base_url(base) if base else ""
+        self.scheme = "https" if self.env.get("WORKSPACE_SSL_ENABLED", "").lower() in ("true", "on") else "http"
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.origin + path
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "runtime", "start",
+            "--manifest", self.manifest,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--runtime-dir", self.runtime_dir,
+            "--workspace-dir", self.workspace_dir,
+            *self.args,
+        ]
+
+    def start(self, wait: bool = True, timeout: float = 90) -> "Workspace":
+        self.process = subprocess.Popen(
+            self.command(), env=self.env, cwd=self.folder,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+        )
+        threading.Thread(target=self._read_output, daemon=True).start()
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    def _read_output(self) -> None:
+        assert self.process and self.process.stdout
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def wait_healthy(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                raise RuntimeError(f"mlws start exited with {self.process.returncode}:\n{self.text()}")
+            try:
+                if requests.get(self.url("/healthy"), timeout=2, verify=False).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"workspace not healthy after {timeout}s:\n{self.text()[-5000:]}")
+
+    def token(self) -> str:
+        for line in self.text().splitlines():
+            if line.strip().startswith("Token: "):
+                return line.strip()[len("Token: "):].split("   (")[0]
+        raise AssertionError("no token in the output:\n" + self.text())
+
+    def stop(self, timeout: float = 20) -> float:
+        """SIGTERM, wait; returns the seconds it took to exit."""
+        if not self.process or self.process.poll() is not None:
+            return 0.0
+        began = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+            raise
+        return time.monotonic() - began
+
+    def cleanup(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def session_with_token(ws: Workspace, token: str) -> requests.Session:
+    """A browser-like session logged in through `?token=` (cookie kept by the session)."""
+    session = requests.Session()
+    session.verify = False
+    answer = session.get(ws.url(f"{ws.base}/lab?token={requests.utils.quote(token, safe='')}"), allow_redirects=False)
+    assert answer.status_code == 302, answer.text
+    return session

@@ -16,16 +16,17 @@
   #   poetry2nix/treefmt-nix/nixpkgs and
   #   poetry2nix/nix-github-actions/nixpkgs follow poetry2nix/nixpkgs (poetry2nix's own flake.nix
   #                                         says so), hence ours too;
-  #   poetry2nix/flake-utils/systems        follows poetry2nix/systems (one nix-systems node).
-  # poetry2nix's flake-utils, systems, treefmt-nix and nix-github-actions stay locked at the
-  # revisions its own lock had at ce2369db; we use none of them, and our outputs do not depend on
-  # them (poetry2nix.lib.mkPoetry2Nix only needs the `pkgs` we pass).
+  # poetry2nix's flake-utils (with its own nix-systems), systems, treefmt-nix and nix-github-actions
+  # stay locked at the revisions poetry2nix's own lock had at ce2369db: we use none of them, and our
+  # outputs do not depend on them (poetry2nix.lib.mkPoetry2Nix only needs the `pkgs` we pass).
+  # The two nix-systems nodes are the same commit, fetched once. A nested override such as
+  # `inputs.flake-utils.inputs.systems.follows` is avoided on purpose: an override entry without
+  # a url makes Nix 2.8 replace that input with the registry entry of its name.
   inputs = {
     nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
     poetry2nix = {
       url = "github:nix-community/poetry2nix";
       inputs.nixpkgs.follows = "nixpkgs";
-      inputs.flake-utils.inputs.systems.follows = "poetry2nix/systems";
     };
   };
 

@@ -1,141 +1,58 @@
-# The packages the stand-in offers: only attributes the pinned nixpkgs (release 26.05) really has,
-# taken from /work/shared/reference/nixpkgs-facts.md and nixpkgs' source. An attribute missing here
-# fails evaluation; add one only after confirming it exists in nixpkgs 26.05.
+# What the stand-in knows about packages beyond their names.
+#
+# The NAMES come from known-attributes.toml (a copy of the project's spec/known-attributes.toml,
+# placed next to this file by the tests): the stand-in offers exactly those attributes, plus the
+# builders and helpers listed under `infrastructure` in pkgs.nix. This file only adds metadata the
+# tests depend on, taken from nixpkgs' source and /work/shared/reference/nixpkgs-facts.md; every key
+# here must also be a known attribute (tests/test_flake.py checks that).
 #
 # Per package (all optional):
-#   license   licence short name
-#   free      false for unfree licences (refused unless config.allowUnfree)
-#   cuda      "config": built with CUDA when config.cudaSupport (then depends on the unfree CUDA
-#             libraries); "always": always CUDA-linked on Linux (the upstream wheels)
-#   provides  Python modules it installs (two packages providing one module collide in
-#             python3.withPackages, as buildEnv does)
+#   license   licence short name (default "mit")
+#   free      false for unfree licences: refused unless config.allowUnfree
+#   cuda      "config": built with CUDA when config.cudaSupport (it then depends on the unfree
+#             CUDA libraries); "always": always CUDA-linked (the upstream Linux wheels, CuPy)
+#   provides  Python modules it installs (default: its name with - as _); two packages that
+#             install one module collide in python3.withPackages, as in buildEnv
+#   deps      names (same set) it depends on at run time
 #   version
 {
-  # Top-level attributes (pkgs.<name>).
+  # Top-level attributes (dotted paths as in known-attributes.toml).
   top = {
-    bashInteractive = { };
-    coreutils = { };
-    cacert = { license = "mpl20"; };
-    curl = { };
-    wget = { };
-    git = { };
-    openssh = { };
-    nginx = { };
-    nodejs = { };
-    code-server = { };
-    netdata = { license = "gpl3Plus"; };
-    glances = { };
-    filebrowser = { };
-    novnc = { };
-    tigervnc = { };
-    ungit = { };
-    sslh = { };
-    tini = { };
-    jdk = { };
-    jdk17 = { };
-    jdk21 = { };
-    scala = { };
-    R = { };
-    rWrapper = { };
-    rstudio-server = { license = "agpl3Only"; };
-    rstudioServerWrapper = { };
-    spark = { version = "4.0.1"; };
-    spark_3_5 = { version = "3.5.7"; };
-    iana-etc = { };
-    tzdata = { };
-    procps = { };
-    which = { };
-    less = { };
-    vim = { };
-    htop = { };
-    gnutar = { };
-    gzip = { };
-    unzip = { };
-    zip = { };
-    findutils = { };
-    gnugrep = { };
-    gnused = { };
-    gawk = { };
-    openssl = { };
-    xfce4-session = { };
-    xfwm4 = { };
-    xfce4-panel = { };
-    xfdesktop = { };
-    xfce4-terminal = { };
-    thunar = { };
-    xfconf = { };
-    xfce4-settings = { };
-    xfce4-exo = { };
-    # The RFC-style formatter; in 26.05 `nixfmt-rfc-style` is only a deprecated alias of it.
-    nixfmt = { };
+    cacert.license = "mpl20";
+    netdata.license = "gpl3Plus";
+    rstudio-server.license = "agpl3Only";
+    spark.version = "4.0.1";
+    spark_3_5.version = "3.5.7";
   };
 
-  # python3Packages.<name> (also python313Packages, python3.pkgs).
+  # python3Packages.<name>.
   python = {
-    numpy = { };
-    scipy = { };
-    pandas = { };
-    scikit-learn = { provides = [ "sklearn" ]; };
-    scikit-image = { provides = [ "skimage" ]; };
-    matplotlib = { };
-    seaborn = { };
-    statsmodels = { };
-    sympy = { };
-    networkx = { };
-    polars = { };
-    pyarrow = { };
-    dask = { };
-    sqlalchemy = { };
-    requests = { };
-    pyyaml = { provides = [ "yaml" ]; };
-    pillow = { provides = [ "PIL" ]; };
-    tqdm = { };
-    h5py = { };
-    click = { };
-    jinja2 = { };
-    setuptools = { };
-    pip = { };
-    ipython = { provides = [ "IPython" ]; };
-    ipykernel = { };
-    ipywidgets = { };
-    jupyterlab = { version = "4.5.0"; };
-    notebook = { version = "7.5.0"; };
-    jupyter-server = { provides = [ "jupyter_server" ]; };
-    jupyter-lsp = { provides = [ "jupyter_lsp" ]; };
-    nbconvert = { };
-    nbformat = { };
-    nbdime = { };
-    jupytext = { };
-    jupyterlab-git = { provides = [ "jupyterlab_git" ]; };
-    python-lsp-server = { provides = [ "pylsp" ]; };
-    tensorboard = { };
-    supervisor = { };
-    websockify = { };
-    plotly = { };
-    bokeh = { };
-    altair = { };
-    papermill = { };
-    mlflow = { };
-    streamlit = { };
-    xgboost = { cuda = "config"; };
-    lightgbm = { cuda = "config"; };
-    catboost = { cuda = "config"; };
-    spacy = { };
-    nltk = { };
-    opencv4 = { provides = [ "cv2" ]; };
-    numba = { cuda = "config"; };
-    transformers = { };
-    datasets = { };
-    pyspark = { };
-    keras = { };
-    onnx = { };
-    onnxruntime = { cuda = "config"; };
-    gpustat = { };
+    jupyterlab.version = "4.5.0";
+    notebook.version = "7.5.0";
+    scikit-learn.provides = [ "sklearn" ];
+    scikit-image.provides = [ "skimage" ];
+    pyyaml.provides = [ "yaml" ];
+    pillow.provides = [ "PIL" ];
+    ipython.provides = [ "IPython" ];
+    opencv4.provides = [ "cv2" ];
+    opencv-python.provides = [ "cv2" ];
+    opencv-python-headless.provides = [ "cv2" ];
+    xgboost.cuda = "config";
+    lightgbm.cuda = "config";
+    catboost.cuda = "config";
+    numba.cuda = "config";
+    onnxruntime.cuda = "config";
     # Source builds: CUDA builds (for hours) when config.cudaSupport.
-    torch = { cuda = "config"; };
-    torchvision = { cuda = "config"; };
-    torchaudio = { cuda = "config"; };
-    # Upstream wheels, CUDA-linked on Linux; their licence includes unfreeRedistributable.
+    torch.cuda = "config";
+    torchvision = {
+      cuda = "config";
+      deps = [ "torch" ];
+    };
+    torchaudio = {
+      cuda = "config";
+      deps = [ "torch" ];
+    };
+    # Upstream wheels, CUDA-linked on Linux; torch-bin's licence includes unfreeRedistributable.
     torch-bin = {
       cuda = "always";
       free = false;
@@ -155,23 +72,16 @@
       license = "bsd2";
       deps = [ "torch-bin" ];
     };
-    # python3Packages.tensorflow is tensorflow-bin (the wheel) and takes cudaSupport from config.
+    # python3Packages.tensorflow is tensorflow-bin (the wheel); it takes cudaSupport from config.
     tensorflow-bin = {
       cuda = "config";
       provides = [ "tensorflow" ];
       license = "asl20";
       version = "2.20.0";
     };
-    tensorflow = {
-      aliasOf = "tensorflow-bin";
-    };
-    jax = { };
     jaxlib-bin = {
       cuda = "config";
       provides = [ "jaxlib" ];
-    };
-    jaxlib = {
-      aliasOf = "jaxlib-bin";
     };
     jax-cuda12-plugin = {
       cuda = "always";
@@ -181,30 +91,16 @@
       cuda = "always";
       provides = [ "jax_plugins" ];
     };
-    cupy = {
-      cuda = "always";
-    };
-  };
-
-  # rPackages.<name> (CRAN names, dots as underscores).
-  r = {
-    IRkernel = { };
-    ggplot2 = { };
-    tidyverse = { };
-    dplyr = { };
-    data_table = { };
-    shiny = { };
-    rmarkdown = { };
-    devtools = { };
-    sparklyr = { };
+    cupy.cuda = "always";
+    pycuda.cuda = "always";
   };
 
   # cudaPackages.<name>: NVIDIA's libraries under the CUDA EULA (unfree).
-  cuda = {
-    cudatoolkit = { };
-    cudnn = { };
-    cuda_cudart = { };
-    libcublas = { };
-    nccl = { };
-  };
+  cuda = [
+    "cudatoolkit"
+    "cudnn"
+    "cuda_cudart"
+    "libcublas"
+    "nccl"
+  ];
 }

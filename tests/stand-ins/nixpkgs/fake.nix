@@ -76,6 +76,8 @@ rec {
             inherit mainProgram;
           };
           standInAttrPath = attrPath;
+          # The nixpkgs config of the package set this came from (cudaSupport, allowUnfree, ...).
+          standInNixpkgsConfig = config;
         };
     in
     self;
@@ -97,11 +99,20 @@ rec {
       args;
 
   # A JSON-friendly copy of call arguments: derivations become their attribute path (or name),
-  # functions a marker, so tests can assert on them with `nix eval --json`.
+  # builder results { drv = attribute path; call = their own call }, functions a marker, so tests
+  # can assert on them with `nix eval --json`.
   describe =
     value:
     if builtins.isAttrs value && (value.type or null) == "derivation" then
-      value.standInAttrPath or value.name
+      (
+        if value ? standInCall then
+          {
+            drv = value.standInAttrPath or value.name;
+            call = value.standInCall;
+          }
+        else
+          value.standInAttrPath or value.name
+      )
     else if builtins.isAttrs value then
       builtins.mapAttrs (_: describe) value
     else if builtins.isList value then

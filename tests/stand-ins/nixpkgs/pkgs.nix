@@ -1,14 +1,44 @@
 # The stand-in package set for one system and config (what `import nixpkgs { ... }` returns).
 #
-# Packages come from catalog.nix; builders (dockerTools.buildLayeredImage, mkShell,
+# Package names come from known-attributes.toml (the project's spec/known-attributes.toml, copied
+# next to this file: a flake's source is copied to the store alone, so the stand-in cannot read
+# ../../../spec itself), metadata from catalog.nix; the `infrastructure` names below are the
+# builders and helpers nixpkgs has besides. Builders (dockerTools.buildLayeredImage, mkShell,
 # python3.withPackages, runCommand, fakeNss.override) check their arguments against the names the
-# real functions take, and record the call in `standInCall = { fn; args; }`.
+# real functions take, and record the call: `standInCall = { fn; args; }` (JSON-friendly: derivations
+# as their attribute paths) and `standInArgs` (the arguments themselves, for `--apply` expressions
+# that follow them to the packages).
 { system, config }:
 let
   lib = import ./lib.nix;
   fake = import ./fake.nix { inherit system config; };
   inherit (fake) mkFake checkArgs describe;
   catalog = import ./catalog.nix;
+
+  knownFile = ./known-attributes.toml;
+  known =
+    if builtins.pathExists knownFile then
+      builtins.fromTOML (builtins.readFile knownFile)
+    else
+      throw "stand-in nixpkgs: known-attributes.toml is missing next to its flake.nix: copy the project's spec/known-attributes.toml there (tests/test_flake.py does)";
+
+  # Attributes of the real nixpkgs the stand-in implements itself (not from known-attributes).
+  infrastructure = [
+    "lib"
+    "config"
+    "stdenv"
+    "python3"
+    "python313"
+    "python3Packages"
+    "python313Packages"
+    "cudaPackages"
+    "cudaPackages_12"
+    "dockerTools"
+    "fakeNss"
+    "mkShell"
+    "runCommand"
+    "nixfmt"
+  ];
 
   cudaSupport = config.cudaSupport or false;
 
@@ -21,16 +51,18 @@ let
   # Seed of a builder result: its arguments minus functions and derivations (those go in deps).
   seedOf = args: builtins.toJSON (describe args);
 
-  cudaPackages = builtins.mapAttrs (
-    name: _:
-    mkFake {
-      attrPath = "cudaPackages.${name}";
-      pname = name;
-      version = "12.8";
-      license = "CUDA EULA";
-      free = false;
-    }
-  ) catalog.cuda;
+  cudaPackages = builtins.listToAttrs (
+    map (
+      name:
+      lib.nameValuePair name (mkFake {
+        attrPath = "cudaPackages.${name}";
+        pname = name;
+        version = "12.8";
+        license = "CUDA EULA";
+        free = false;
+      })
+    ) catalog.cuda
+  );
 
   cudaDeps = [
     cudaPackages.cudatoolkit
@@ -58,16 +90,17 @@ let
         };
     };
 
+  # A package set from a list of names and a metadata attrset (catalog.nix).
   mkSet =
-    setPath: specs:
+    setPath: names: metadata:
     let
-      self = builtins.mapAttrs (
-        name: spec: if spec ? aliasOf then self.${spec.aliasOf} else mkPackage setPath (n: self.${n}) name spec
-      ) specs;
+      self = builtins.listToAttrs (
+        map (name: lib.nameValuePair name (mkPackage setPath (n: self.${n}) name (metadata.${name} or { }))) names
+      );
     in
     self;
 
-  python3Packages = mkSet "python3Packages." catalog.python;
+  python3Packages = mkSet "python3Packages." known.python catalog.python;
 
   isPythonPackage = p: builtins.isAttrs p && lib.hasPrefix "python3Packages." (p.standInAttrPath or "");
 
@@ -103,6 +136,9 @@ let
         deps = [ python3 ] ++ selected;
         passthru = {
           standInCall = call;
+          standInArgs = {
+            packages = selected;
+          };
         };
       });
 
@@ -120,7 +156,28 @@ let
     };
   };
 
-  top = mkSet "" catalog.top;
+  # known.nixpkgs holds attribute paths: "git" (top level) or "rPackages.IRkernel" (in a set).
+  pathOf = name: builtins.filter builtins.isString (builtins.split "\\." name);
+  topNames = builtins.filter (name: builtins.length (pathOf name) == 1) known.nixpkgs;
+  nestedNames = builtins.filter (name: builtins.length (pathOf name) == 2) known.nixpkgs;
+  tooDeep = builtins.filter (name: builtins.length (pathOf name) > 2) known.nixpkgs;
+  setNames = lib.unique (map (name: builtins.head (pathOf name)) nestedNames);
+  clashes = builtins.filter (name: builtins.elem name infrastructure) (topNames ++ setNames);
+
+  top = mkSet "" topNames catalog.top // {
+    nixfmt = mkPackage "" (_: null) "nixfmt" { license = "mpl20"; };
+  };
+  nestedSets = builtins.listToAttrs (
+    map (
+      setName:
+      let
+        members = map (name: builtins.elemAt (pathOf name) 1) (
+          builtins.filter (name: builtins.head (pathOf name) == setName) nestedNames
+        );
+      in
+      lib.nameValuePair setName (mkSet "${setName}." members { })
+    ) setNames
+  );
 
   hostPlatform = {
     inherit system;
@@ -210,6 +267,7 @@ let
         imageName = args.name;
         imageTag = args.tag or null;
         standInCall = record fn args;
+        standInArgs = args;
       };
     };
 
@@ -223,6 +281,7 @@ let
       passthru = {
         override = newArgs: fakeNssWith (args // checkArgs "fakeNss.override" [ "extraPasswdLines" "extraGroupLines" ] [ ] newArgs);
         standInCall = record "fakeNss" args;
+        standInArgs = args;
       };
     };
 
@@ -279,6 +338,7 @@ let
       seed = seedOf (builtins.removeAttrs args [ "passthru" "meta" ]);
       passthru = (args.passthru or { }) // {
         standInCall = record "mkShell" args;
+        standInArgs = args;
       };
     };
 
@@ -303,28 +363,34 @@ let
         };
         passthru = (env.passthru or { }) // {
           standInCall = record "runCommand" { inherit name env buildCommand; };
+          standInArgs = { inherit name env buildCommand; };
         };
       };
 in
-top
-// {
-  inherit
-    lib
-    python3
-    python3Packages
-    cudaPackages
-    dockerTools
-    fakeNss
-    mkShell
-    runCommand
-    ;
-  python313 = python3;
-  python313Packages = python3Packages;
-  cudaPackages_12 = cudaPackages;
-  rPackages = mkSet "rPackages." catalog.r;
-  stdenv = {
-    inherit hostPlatform;
-    buildPlatform = hostPlatform;
-  };
-  inherit config;
-}
+if tooDeep != [ ] then
+  throw "stand-in nixpkgs: known-attributes.toml: attribute paths deeper than two names are not supported: ${builtins.toJSON tooDeep}"
+else if clashes != [ ] then
+  throw "stand-in nixpkgs: known-attributes.toml: ${builtins.toJSON clashes} clash with attributes the stand-in implements itself"
+else
+  top
+  // nestedSets
+  // {
+    inherit
+      lib
+      config
+      python3
+      python3Packages
+      cudaPackages
+      dockerTools
+      fakeNss
+      mkShell
+      runCommand
+      ;
+    python313 = python3;
+    python313Packages = python3Packages;
+    cudaPackages_12 = cudaPackages;
+    stdenv = {
+      inherit hostPlatform;
+      buildPlatform = hostPlatform;
+    };
+  }

@@ -1,0 +1,578 @@
+"""The flake, evaluated for real by Nix against the strict nixpkgs and poetry2nix stand-ins.
+
+How Nix runs here (Debian's nix-bin, Nix 2.8, as root, offline):
+  * HOME and XDG_CACHE_HOME point at a fresh temporary folder (Nix writes its fetcher cache there);
+    nothing is built, only evaluated, so no sandbox or daemon is needed.
+  * The flake under test is `path:<scratch copy>`: the files git would commit (tracked plus
+    untracked, minus ignored: `git ls-files --cached --others --exclude-standard`) copied into a
+    temporary folder. Evaluating `.` would mean the git flake, which ignores untracked files, and
+    `path:<repo>` would copy .venv, node_modules and .git into the store on every run.
+  * The stand-ins are copied too, and the project's spec/known-attributes.toml is placed next to the
+    nixpkgs stand-in's flake.nix (a flake's source is copied to the store alone, so the stand-in
+    cannot read ../../../spec): the stand-in offers exactly those attributes.
+  * Every command gets
+      --extra-experimental-features 'nix-command flakes'
+      --override-input nixpkgs path:<abs stand-in nixpkgs>
+      --override-input poetry2nix path:<abs stand-in poetry2nix>
+      --no-write-lock-file
+    (absolute paths: Nix 2.8 rejects relative `path:` overrides).
+  * Many assertions share one `nix eval --json <output> --apply <summary function>` per output kind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STAND_INS = REPO / "tests" / "stand-ins"
+SYSTEMS = ("x86_64-linux", "aarch64-linux")
+NIX_FEATURES = ["--extra-experimental-features", "nix-command flakes"]
+FIXED_CREATED = "1970-01-01T00:00:01Z"
+STORE_PATH = re.compile(r"^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Running Nix
+
+
+class Nix:
+    """Runs Nix commands against one scratch copy of the flake, with the stand-ins as inputs."""
+
+    def __init__(self, flake_dir: Path, stand_ins: Path, home: Path):
+        self.flake_dir = flake_dir
+        self.flake_ref = f"path:{flake_dir}"
+        self.stand_ins = stand_ins
+        self.env = dict(os.environ, HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+        self.overrides = [
+            "--override-input", "nixpkgs", f"path:{stand_ins / 'nixpkgs'}",
+            "--override-input", "poetry2nix", f"path:{stand_ins / 'poetry2nix'}",
+            "--no-write-lock-file",
+        ]
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            ["nix", *NIX_FEATURES, *args], env=self.env, capture_output=True, text=True, timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"nix {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def eval_json(self, attr: str, apply: str | None = None, flake_ref: str | None = None):
+        args = ["eval", "--json", f"{flake_ref or self.flake_ref}#{attr}", *self.overrides]
+        if apply:
+            args += ["--apply", apply]
+        return json.loads(self.run(*args).stdout)
+
+    def eval_expr(self, expr: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Evaluate a plain expression (impure: it may builtins.getFlake the stand-ins by path)."""
+        return self.run("eval", "--json", "--impure", "--expr", expr, check=check)
+
+
+def copy_tree_files(source: Path, target: Path, files: list[str]) -> None:
+    for name in files:
+        path = source / name
+        if path.is_file() or path.is_symlink():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / name, follow_symlinks=False)
+
+
+def committable_files(root: Path) -> list[str]:
+    listing = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout
+    return [name for name in listing.split("\0") if name]
+
+
+def make_stand_ins(target: Path) -> Path:
+    shutil.copytree(STAND_INS, target, ignore=shutil.ignore_patterns("known-attributes.toml"))
+    shutil.copy2(REPO / "spec" / "known-attributes.toml", target / "nixpkgs" / "known-attributes.toml")
+    return target
+
+
+@pytest.fixture(scope="session")
+def nix(tmp_path_factory) -> Nix:
+    if shutil.which("nix") is None:
+        raise AssertionError("Nix is required: apt-get install -y nix-bin (Debian's Nix 2.8 evaluates flakes offline)")
+    base = tmp_path_factory.mktemp("flake")
+    flake_dir = base / "src"
+    copy_tree_files(REPO, flake_dir, committable_files(REPO))
+    stand_ins = make_stand_ins(base / "stand-ins")
+    home = base / "home"
+    home.mkdir()
+    return Nix(flake_dir, stand_ins, home)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the flake should contain, read from the generated files themselves
+
+
+@pytest.fixture(scope="session")
+def flavors(nix: Nix) -> dict:
+    """Every flavors/<name>.nix as data (functions dropped), read by Nix from the scratch copy."""
+    expr = f"""
+      let
+        dir = {nix.flake_dir}/flavors;
+        names = map (f: builtins.substring 0 (builtins.stringLength f - 4) f)
+          (builtins.filter (f: builtins.match ".*\\\\.nix" f != null) (builtins.attrNames (builtins.readDir dir)));
+      in builtins.listToAttrs (map (name: let f = import (dir + "/${{name}}.nix"); in {{
+        inherit name;
+        value = {{
+          inherit (f) name extends imageName description systems tools nixpkgsConfig env;
+          manifest = toString f.manifest;
+        }};
+      }}) names)
+    """
+    data = json.loads(nix.eval_expr(expr).stdout)
+    assert data, "no flavors/*.nix in the repository"
+    return data
+
+
+def ancestors(flavors: dict, name: str) -> list[str]:
+    chain, current = [], flavors[name]["extends"]
+    while current is not None:
+        chain.append(current)
+        current = flavors[current]["extends"]
+    return chain
+
+
+def pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["poetry"]
+
+
+# One summary per output kind. `info` follows a stand-in derivation to what it was made from.
+DRV_INFO = """
+  info = d: {
+    drvPath = d.drvPath;
+    out = d.outPath;
+    attr = d.standInAttrPath or null;
+    unfree = d.meta.unfree or false;
+    cudaSupport = d.cudaSupport or null;
+    provides = d.standInProvides or [ ];
+    config = d.standInNixpkgsConfig or { };
+    call = d.standInCall or null;
+  };
+  pythonEnvs = ds: map (env: (info env) // { packages = map info env.standInArgs.packages; })
+    (builtins.filter (d: (d.standInAttrPath or "") == "python3.withPackages") ds);
+"""
+
+PACKAGES_SUMMARY = f"""
+  bySystem: let {DRV_INFO} in builtins.mapAttrs (system: builtins.mapAttrs (name: d:
+    (info d) // (if d ? standInArgs.contents then {{
+      contents = map info d.standInArgs.contents;
+      python = pythonEnvs d.standInArgs.contents;
+    }} else {{ }}))) bySystem
+"""
+
+SHELLS_SUMMARY = f"""
+  bySystem: let {DRV_INFO} in builtins.mapAttrs (system: builtins.mapAttrs (name: d:
+    (info d) // {{
+      packages = map info d.standInArgs.packages;
+      python = pythonEnvs d.standInArgs.packages;
+    }})) bySystem
+"""
+
+CHECKS_SUMMARY = f"""
+  bySystem: let {DRV_INFO} in builtins.mapAttrs (system: builtins.mapAttrs (name: d: info d)) bySystem
+"""
+
+
+@pytest.fixture(scope="session")
+def packages(nix: Nix) -> dict:
+    return nix.eval_json("packages", PACKAGES_SUMMARY)
+
+
+@pytest.fixture(scope="session")
+def shells(nix: Nix) -> dict:
+    return nix.eval_json("devShells", SHELLS_SUMMARY)
+
+
+@pytest.fixture(scope="session")
+def checks(nix: Nix) -> dict:
+    return nix.eval_json("checks", CHECKS_SUMMARY)
+
+
+@pytest.fixture(scope="session")
+def apps(nix: Nix) -> dict:
+    return nix.eval_json("apps")
+
+
+def flavors_on(flavors: dict, system: str) -> list[str]:
+    return sorted(name for name, flavor in flavors.items() if system in flavor["systems"])
+
+
+def image_call(packages: dict, system: str, flavor: dict) -> dict:
+    call = packages[system][flavor["imageName"]]["call"]
+    assert call["fn"] == "dockerTools.buildLayeredImage"
+    return call["args"]
+
+
+def env_dict(entries: list[str]) -> dict:
+    pairs = [entry.split("=", 1) for entry in entries]
+    assert all(len(pair) == 2 for pair in pairs), entries
+    names = [name for name, _ in pairs]
+    assert len(names) == len(set(names)), f"duplicate Env names: {names}"
+    return dict(pairs)
+
+
+def importable(python_env: dict) -> set[str]:
+    return {module for package in python_env["packages"] for module in package["provides"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-flake evaluation
+
+
+def test_flake_show_lists_the_outputs_derived_from_the_flavor_files(nix: Nix, flavors: dict):
+    shown = json.loads(nix.run("flake", "show", "--json", nix.flake_ref, *nix.overrides).stdout)
+    for system in SYSTEMS:
+        names = flavors_on(flavors, system)
+        assert set(shown["packages"][system]) == {flavors[n]["imageName"] for n in names} | {"mlws", "default"}
+        assert set(shown["devShells"][system]) == set(names) | {"default"}
+        assert set(shown["apps"][system]) == {"mlws", "default"}
+        assert shown["formatter"][system]["type"] == "derivation"
+        expected_checks = {"mlws-generate"}
+        for name in names:
+            expected_checks |= {f"{name}-image", f"{name}-commands"}
+            expected_checks |= {f"{name}-commands-of-{parent}" for parent in ancestors(flavors, name)}
+        assert set(shown["checks"][system]) == expected_checks
+    assert "ml-workspace-gpu" not in shown["packages"]["aarch64-linux"]
+    assert "ml-workspace-gpu" in shown["packages"]["x86_64-linux"]
+
+
+def test_flake_check_evaluates_every_output_of_every_system(nix: Nix):
+    result = nix.run("flake", "check", "--no-build", nix.flake_ref, *nix.overrides)
+    assert "error" not in result.stderr.lower()
+
+
+def test_every_output_has_a_well_formed_derivation(packages: dict, shells: dict, checks: dict, apps: dict, nix: Nix):
+    formatters = nix.eval_json("formatter", "builtins.mapAttrs (s: d: { drvPath = d.drvPath; attr = d.standInAttrPath; })")
+    for system in SYSTEMS:
+        for kind, outputs in (("packages", packages), ("devShells", shells), ("checks", checks)):
+            for name, drv in outputs[system].items():
+                assert drv["drvPath"].endswith(".drv") and STORE_PATH.match(drv["drvPath"]), (kind, name, drv["drvPath"])
+                assert STORE_PATH.match(drv["out"]), (kind, name)
+        assert formatters[system]["attr"] == "nixfmt"
+        assert STORE_PATH.match(formatters[system]["drvPath"])
+        mlws_out = packages[system]["mlws"]["out"]
+        for app in ("mlws", "default"):
+            assert apps[system][app] == {"type": "app", "program": f"{mlws_out}/bin/mlws"}
+
+
+def test_defaults_point_at_the_main_image_and_the_minimal_shell(packages: dict, shells: dict, flavors: dict):
+    for system in SYSTEMS:
+        main = [f["imageName"] for n, f in flavors.items() if system in f["systems"] and f["imageName"] == "ml-workspace"]
+        expected = main[0] if main else flavors["minimal"]["imageName"]
+        assert packages[system]["default"]["drvPath"] == packages[system][expected]["drvPath"]
+        assert shells[system]["default"]["drvPath"] == shells[system]["minimal"]["drvPath"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def test_images_have_the_documented_configuration(packages: dict, flavors: dict, nix: Nix):
+    project = pyproject()
+    for system in SYSTEMS:
+        mlws_out = packages[system]["mlws"]["out"]
+        for name in flavors_on(flavors, system):
+            flavor = flavors[name]
+            args = image_call(packages, system, flavor)
+            config = args["config"]
+            assert args["name"] == flavor["imageName"]
+            assert args["tag"] == project["version"]
+            assert args["created"] == FIXED_CREATED
+            assert config["User"] == "1000:1000"
+            assert config["WorkingDir"] == "/workspace"
+            assert config["Volumes"] == {"/workspace": {}}
+            assert config["ExposedPorts"] == {"8080/tcp": {}}
+            assert config["Entrypoint"] == [f"{mlws_out}/bin/mlws", "start"]
+            env = env_dict(config["Env"])
+            assert env["HOME"] == "/home/workspace" and env["USER"] == "workspace"
+            assert env["WORKSPACE_PORT"] == "8080"
+            assert env["SSL_CERT_FILE"] == "/etc/ssl/certs/ca-bundle.crt"
+            assert "/bin" in env["PATH"].split(":")
+            for key, value in flavor["env"].items():
+                assert env[key] == value, (name, key)
+            # The manifest in the store is this flavor's generated manifest, byte for byte.
+            manifest = Path(env["MLWS_MANIFEST"])
+            assert STORE_PATH.match(str(manifest)) and manifest.name.endswith(f"-{name}.manifest.json")
+            assert manifest.read_bytes() == (nix.flake_dir / "flavors" / f"{name}.manifest.json").read_bytes()
+            assert json.loads(manifest.read_text())["flavor"] == name
+            assert config["Labels"] == {
+                "org.opencontainers.image.title": flavor["imageName"],
+                "org.opencontainers.image.description": flavor["description"],
+                "org.opencontainers.image.version": project["version"],
+                "org.opencontainers.image.revision": "dirty",  # a path: flake has no git revision
+                "org.opencontainers.image.source": project.get("repository") or project.get("homepage") or "unknown",
+                "org.opencontainers.image.licenses": project["license"],
+            }
+
+
+def test_images_create_the_workspace_user_and_folders(packages: dict, flavors: dict):
+    for system in SYSTEMS:
+        for name in flavors_on(flavors, system):
+            package = packages[system][flavors[name]["imageName"]]
+            attrs = [item["attr"] for item in package["contents"]]
+            for helper in ("dockerTools.binSh", "dockerTools.usrBinEnv", "dockerTools.caCertificates", "fakeNss"):
+                assert helper in attrs, (name, helper)
+            assert attrs.count("python3.withPackages") == 1
+            assert packages[system]["mlws"]["out"] in {item["out"] for item in package["contents"]}
+            nss = next(item for item in package["contents"] if item["attr"] == "fakeNss")["call"]["args"]
+            assert nss["extraPasswdLines"] == ["workspace:x:1000:1000:ML workspace user:/home/workspace:/bin/sh"]
+            assert nss["extraGroupLines"] == ["workspace:x:1000:"]
+            args = image_call(packages, system, flavors[name])
+            # extraCommands runs in the layer's root without privileges: relative paths only.
+            extra = args["extraCommands"]
+            assert "chmod 1777 tmp" in extra
+            assert re.search(r"mkdir -p .*\./workspace", extra) and re.search(r"\./home/workspace", extra)
+            assert not re.search(r"(^|\s)/(tmp|workspace|home)", extra)
+            assert "chown -R 1000:1000 ./workspace ./home/workspace" in args["fakeRootCommands"]
+
+
+def test_gpu_image_uses_cuda_builds_and_the_host_driver(packages: dict, flavors: dict):
+    gpu = [name for name, f in flavors.items() if f["nixpkgsConfig"].get("cudaSupport")]
+    assert gpu == ["gpu"], "exactly the gpu flavor enables CUDA"
+    flavor = flavors["gpu"]
+    for system in flavor["systems"]:
+        package = packages[system][flavor["imageName"]]
+        (python,) = package["python"]
+        assert python["config"]["cudaSupport"] is True and python["config"]["allowUnfree"] is True
+        assert python["config"]["cudaCapabilities"] == flavor["nixpkgsConfig"]["cudaCapabilities"]
+        by_module = {m: p for p in python["packages"] for m in p["provides"]}
+        for module in ("torch", "tensorflow"):
+            assert by_module[module]["cudaSupport"] is True, f"{module} is not a CUDA build"
+        assert by_module["torch"]["attr"] == "python3Packages.torch-bin"
+        env = env_dict(image_call(packages, system, flavor)["config"]["Env"])
+        assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+        assert "compute" in env["NVIDIA_DRIVER_CAPABILITIES"].split(",")
+        assert "/run/opengl-driver/lib" in env["LD_LIBRARY_PATH"].split(":")
+
+
+def test_no_other_flavor_pulls_unfree_or_cuda_packages(packages: dict, flavors: dict):
+    for system in SYSTEMS:
+        for name in flavors_on(flavors, system):
+            if flavors[name]["nixpkgsConfig"].get("allowUnfree"):
+                continue
+            package = packages[system][flavors[name]["imageName"]]
+            (python,) = package["python"]
+            assert python["config"].get("allowUnfree", False) is False
+            for item in package["contents"] + python["packages"]:
+                assert item["unfree"] is False, (name, item["attr"])
+                assert item["cudaSupport"] in (None, False), (name, item["attr"])
+
+
+def test_dev_shells_carry_exactly_the_image_packages_and_python(packages: dict, shells: dict, flavors: dict):
+    image_only = {"dockerTools.binSh", "dockerTools.usrBinEnv", "dockerTools.caCertificates", "fakeNss"}
+    for system in SYSTEMS:
+        for name in flavors_on(flavors, system):
+            image = packages[system][flavors[name]["imageName"]]
+            shell = shells[system][name]
+            assert shell["call"]["fn"] == "mkShell"
+            image_contents = [item["out"] for item in image["contents"] if item["attr"] not in image_only]
+            assert [item["out"] for item in shell["packages"]] == image_contents
+            assert shell["python"][0]["out"] == image["python"][0]["out"]
+            assert [p["attr"] for p in shell["python"][0]["packages"]] == [p["attr"] for p in image["python"][0]["packages"]]
+            manifest = env_dict(image_call(packages, system, flavors[name])["config"]["Env"])["MLWS_MANIFEST"]
+            assert f"export MLWS_MANIFEST='{manifest}'" in shell["call"]["args"]["shellHook"].splitlines()
+
+
+# ---------------------------------------------------------------------------------------------
+# A flavor that extends another passes its parent's checks
+
+
+def flavor_pairs() -> list[tuple[str, str]]:
+    """(flavor, owner of the checks) for every flavor and each flavor it extends, itself included."""
+    import tomllib
+
+    specs = {p.stem: tomllib.loads(p.read_text()) for p in (REPO / "spec" / "flavors").glob("*.toml")}
+    pairs = []
+    for name in sorted(specs):
+        owner = name
+        while owner is not None:
+            pairs.append((name, owner))
+            owner = specs[owner].get("extends")
+    return pairs
+
+
+@pytest.mark.parametrize(("name", "owner"), flavor_pairs())
+def test_flavor_passes_the_checks_of(name: str, owner: str, packages: dict, flavors: dict, checks: dict):
+    """The owner's expectations, applied to the flavor: a child keeps what its parent offers."""
+    flavor, expected = flavors[name], flavors[owner]
+    assert owner == name or owner in ancestors(flavors, name)
+    assert set(flavor["systems"]) <= set(expected["systems"])
+    assert set(expected["tools"]) <= set(flavor["tools"])
+    owner_manifest = json.loads(Path(expected["manifest"]).read_text())
+    manifest = json.loads(Path(flavor["manifest"]).read_text())
+    assert {t["name"] for t in owner_manifest["tools"]} <= {t["name"] for t in manifest["tools"]}
+    for system in flavor["systems"]:
+        image = packages[system][flavor["imageName"]]
+        owner_image = packages[system][expected["imageName"]]
+        # Everything importable in the owner's Python is importable in the flavor's (a replaced
+        # package, torch -> torch-bin, still provides the module).
+        assert importable(owner_image["python"][0]) <= importable(image["python"][0])
+        owner_system = {i["attr"] for i in owner_image["contents"]} - {"python3.withPackages", "runCommand"}
+        assert owner_system <= {i["attr"] for i in image["contents"]}
+        env = env_dict(image_call(packages, system, flavor)["config"]["Env"])
+        for key in expected["env"]:
+            assert key in env
+        suffix = "commands" if owner == name else f"commands-of-{owner}"
+        assert f"{name}-{suffix}" in checks[system]
+
+
+def test_commands_checks_use_each_owners_manifest_against_the_flavors_packages(checks: dict, flavors: dict, packages: dict):
+    for system in SYSTEMS:
+        for name in flavors_on(flavors, system):
+            image = packages[system][flavors[name]["imageName"]]
+            for owner in [name, *ancestors(flavors, name)]:
+                check = checks[system][f"{name}-commands" if owner == name else f"{name}-commands-of-{owner}"]
+                args = check["call"]["args"]
+                assert args["env"]["nativeBuildInputs"][0]["drv"] == "python3.withPackages"
+                search = args["env"]["searchPath"].split(":")
+                assert f"{image['python'][0]['out']}/bin" in search
+                assert f"{packages[system]['mlws']['out']}/bin" in search
+                assert re.search(rf"python3 - /nix/store/\S+-{owner}\.manifest\.json", args["buildCommand"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The app and the generate check
+
+
+def test_mlws_app_is_built_by_poetry2nix_from_the_project(packages: dict):
+    project = pyproject()
+    for system in SYSTEMS:
+        call = packages[system]["mlws"]["call"]
+        assert call["fn"] == "poetry2nix.mkPoetryApplication"
+        assert call["args"]["python"].startswith("python3-3.13")
+        assert call["args"]["checkGroups"] == []
+        assert call["project"]["name"] == project["name"] and call["project"]["version"] == project["version"]
+        assert call["project"]["scripts"]["mlws"] == project["scripts"]["mlws"]
+
+
+def test_generate_check_runs_mlws_generate_check_on_the_generated_sources(checks: dict, packages: dict, nix: Nix):
+    for system in SYSTEMS:
+        check = checks[system]["mlws-generate"]["call"]["args"]
+        assert check["env"]["nativeBuildInputs"][0]["call"]["fn"] == "poetry2nix.mkPoetryApplication"
+        match = re.search(r"mlws generate --root (/nix/store/\S+) --check", check["buildCommand"])
+        assert match, check["buildCommand"]
+    source = Path(match.group(1))
+    assert source.name.endswith("-mlws-generated-source")
+    present = {p.name for p in source.iterdir()}
+    assert {"spec", "modules", "flavors", "generator", "runtime", "pyproject.toml"} <= present
+    assert not present & {"tests", "flake.nix", "nix", "bench", ".git"}
+    assert not list(source.rglob("__pycache__"))
+
+
+def test_image_revision_is_the_git_commit_of_a_clean_checkout(nix: Nix, tmp_path: Path, flavors: dict):
+    checkout = tmp_path / "checkout"
+    shutil.copytree(nix.flake_dir, checkout)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=checkout, check=True)
+    # Nix 2.8 drops self.rev when the lock file in use differs from the committed one (as with
+    # --override-input), so the checkout commits a lock of the stand-ins: its clean tree is then
+    # evaluated without overrides, as a real checkout with its real lock would be.
+    lock_overrides = [arg for arg in nix.overrides if arg != "--no-write-lock-file"]
+    nix.run("flake", "lock", f"path:{checkout}", *lock_overrides)
+    subprocess.run([*git, "add", "-A"], cwd=checkout, check=True)
+    subprocess.run([*git, "commit", "-qm", "snapshot"], cwd=checkout, check=True)
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True).stdout.strip()
+    image = flavors["minimal"]["imageName"]
+    result = nix.run("eval", "--json", f"git+file://{checkout}#packages.x86_64-linux.{image}.standInCall.args.config.Labels")
+    assert json.loads(result.stdout)["org.opencontainers.image.revision"] == rev
+    assert "dirty" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The lock file
+
+
+def test_flake_lock_pins_the_facts_file_revisions():
+    lock = json.loads((REPO / "flake.lock").read_text())
+    assert lock["version"] == 7 and lock["root"] == "root"
+    nodes = lock["nodes"]
+    assert nodes["root"]["inputs"] == {"nixpkgs": "nixpkgs", "poetry2nix": "poetry2nix"}
+    nixpkgs = nodes["nixpkgs"]
+    assert nixpkgs["locked"] == {
+        "lastModified": 1786245335,
+        "narHash": "sha256-NVDxntpqjGupi9GU2vQPrWKzgOL2rjGxedlshk65kNk=",
+        "owner": "NixOS",
+        "repo": "nixpkgs",
+        "rev": "33ddeb9e7c03403e17814e8aac1f7affe6d70b21",
+        "type": "github",
+    }
+    assert nixpkgs["original"] == {"owner": "NixOS", "ref": "nixos-26.05", "repo": "nixpkgs", "type": "github"}
+    poetry2nix = nodes["poetry2nix"]
+    assert poetry2nix["locked"] == {
+        "lastModified": 1743690424,
+        "narHash": "sha256-cX98bUuKuihOaRp8dNV1Mq7u6/CQZWTPth2IJPATBXc=",
+        "owner": "nix-community",
+        "repo": "poetry2nix",
+        "rev": "ce2369db77f45688172384bbeb962bc6c2ea6f94",
+        "type": "github",
+    }
+    assert poetry2nix["inputs"]["nixpkgs"] == ["nixpkgs"]
+    for name, node in nodes.items():
+        if name == "root":
+            continue
+        assert re.fullmatch(r"[0-9a-f]{40}", node["locked"]["rev"]), name
+        assert re.fullmatch(r"sha256-[A-Za-z0-9+/]{43}=", node["locked"]["narHash"]), name
+        for target in node.get("inputs", {}).values():
+            if isinstance(target, str):
+                assert target in nodes, (name, target)
+
+
+def fake_flake(path: Path, inputs: dict[str, str], follows: dict[str, str] | None = None) -> None:
+    """A do-nothing flake with the given inputs (name -> url) and `inputs.X.inputs.Y.follows`."""
+    path.mkdir(parents=True)
+    lines = [f'    {name}.url = "{url}";' for name, url in inputs.items()]
+    lines += [f'    {name}.follows = "{target}";' for name, target in (follows or {}).items()]
+    path.joinpath("flake.nix").write_text("{\n  inputs = {\n" + "\n".join(lines) + "\n  };\n  outputs = _: { };\n}\n")
+
+
+def lock_shape(lock: dict) -> dict:
+    """The graph of a lock file: each node's inputs, without what was fetched."""
+    return {name: node.get("inputs", {}) for name, node in lock["nodes"].items()}
+
+
+def test_flake_lock_graph_is_what_nix_computes_from_the_inputs_and_follows(nix: Nix, tmp_path: Path):
+    """Nix locks a copy of flake.nix whose github inputs point at local look-alikes of the real
+    flakes (poetry2nix with the inputs it has at ce2369db): the graph, with every follows, must be
+    the committed flake.lock's."""
+    fakes = tmp_path / "fakes"
+    fake_flake(fakes / "nixpkgs", {})
+    fake_flake(fakes / "systems", {})
+    fake_flake(fakes / "flake-utils", {"systems": f"path:{fakes / 'systems'}"})
+    fake_flake(fakes / "treefmt-nix", {"nixpkgs": f"path:{fakes / 'nixpkgs'}"})
+    fake_flake(fakes / "nix-github-actions", {"nixpkgs": f"path:{fakes / 'nixpkgs'}"})
+    fake_flake(
+        fakes / "poetry2nix",
+        {
+            "flake-utils": f"path:{fakes / 'flake-utils'}",
+            "nixpkgs": f"path:{fakes / 'nixpkgs'}",
+            "systems": f"path:{fakes / 'systems'}",
+            "treefmt-nix": f"path:{fakes / 'treefmt-nix'}",
+            "nix-github-actions": f"path:{fakes / 'nix-github-actions'}",
+        },
+        {"treefmt-nix.inputs.nixpkgs": "nixpkgs", "nix-github-actions.inputs.nixpkgs": "nixpkgs"},
+    )
+    work = tmp_path / "flake"
+    work.mkdir()
+    source = (REPO / "flake.nix").read_text()
+    rewritten = source.replace('"github:NixOS/nixpkgs/nixos-26.05"', f'"path:{fakes / "nixpkgs"}"').replace(
+        '"github:nix-community/poetry2nix"', f'"path:{fakes / "poetry2nix"}"'
+    )
+    assert rewritten.count("path:") == 2, "flake.nix input URLs changed: update this test"
+    (work / "flake.nix").write_text(rewritten)
+    nix.run("flake", "lock", f"path:{work}")
+    computed = json.loads((work / "flake.lock").read_text())
+    committed = json.loads((REPO / "flake.lock").read_text())
+    assert lock_shape(computed) == lock_shape(committed)

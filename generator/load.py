@@ -137,22 +137,36 @@ class Checker:
 
     def items(self, table: dict, path: str, key: str, kind: Kind) -> tuple:
         """A list of unique items of `kind` (errors name the item: `python[3]`)."""
+        return tuple(item for _, item in self.indexed_items(table, path, key, kind))
+
+    def indexed_items(self, table: dict, path: str, key: str, kind: Kind) -> list[tuple[int, Any]]:
         value = table.get(key, MISSING)
         if value is MISSING:
-            return ()
+            return []
         if not isinstance(value, list):
             self.error(join(path, key), f"a list of items, each {kind.expected}", describe(value))
-            return ()
-        good: list = []
+            return []
+        good: list[tuple[int, Any]] = []
         for index, item in enumerate(value):
             where = f"{join(path, key)}[{index}]"
             if not kind.test(item):
                 self.error(where, kind.expected, describe(item))
-            elif item in good:
+            elif any(item == seen for _, seen in good):
                 self.error(where, "no item listed twice", f"{describe(item)} a second time")
             else:
-                good.append(item)
-        return tuple(good)
+                good.append((index, item))
+        return good
+
+    def attributes(self, table: dict, path: str, key: str, known: KnownAttributes | None) -> tuple[str, ...]:
+        """Attribute names (key "nixpkgs" or "python"), each one the known list has."""
+        items = self.indexed_items(table, path, key, ATTR)
+        if known is not None:
+            names = known.nixpkgs if key == "nixpkgs" else known.python
+            what = "nixpkgs attribute" if key == "nixpkgs" else "python3Packages attribute"
+            for index, item in items:
+                if item not in names:
+                    self.error(f"{join(path, key)}[{index}]", f"a {what} listed in {known.file}", f'"{item}"')
+        return tuple(item for _, item in items)
 
     def env(self, table: dict, path: str, key: str, has_port: bool | None) -> dict[str, str]:
         """An env table: variable names to strings (placeholders checked when `has_port` is given)."""
@@ -227,7 +241,7 @@ ROUTE_KEYS = ("prefix", "strip_prefix", "websockets")
 MENU_KEYS = ("id", "name", "description", "url_path")
 
 
-def check_tool(name: str, file: str, data: dict, errors: list[SpecError]) -> Tool:
+def check_tool(name: str, file: str, data: dict, errors: list[SpecError], known: KnownAttributes | None = None) -> Tool:
     c = Checker(file, errors)
     c.keys(data, "", TOOL_KEYS, required=("description",))
     port = c.value(data, "", "port", PORT, None)
@@ -286,8 +300,8 @@ def check_tool(name: str, file: str, data: dict, errors: list[SpecError]) -> Too
         name=name,
         file=file,
         description=c.value(data, "", "description", TEXT, ""),
-        nixpkgs=c.items(data, "", "nixpkgs", ATTR),
-        python=c.items(data, "", "python", ATTR),
+        nixpkgs=c.attributes(data, "", "nixpkgs", known),
+        python=c.attributes(data, "", "python", known),
         needs=c.items(data, "", "needs", NAME),
         port=port,
         health=health,
@@ -344,7 +358,7 @@ CUDA_KEYS = ("enable", "capabilities")
 REPLACE_KEYS = ("python", "nixpkgs")
 
 
-def check_flavor(name: str, file: str, data: dict, errors: list[SpecError]) -> Flavor:
+def check_flavor(name: str, file: str, data: dict, errors: list[SpecError], known: KnownAttributes | None = None) -> Flavor:
     c = Checker(file, errors)
     c.keys(data, "", FLAVOR_KEYS, required=("description",))
 
@@ -379,8 +393,8 @@ def check_flavor(name: str, file: str, data: dict, errors: list[SpecError]) -> F
         extends=c.value(data, "", "extends", NAME, None),
         image=c.value(data, "", "image", IMAGE, None),
         tools=c.items(data, "", "tools", NAME),
-        python=c.items(data, "", "python", ATTR),
-        nixpkgs=c.items(data, "", "nixpkgs", ATTR),
+        python=c.attributes(data, "", "python", known),
+        nixpkgs=c.attributes(data, "", "nixpkgs", known),
         systems=systems,
         unfree=c.value(data, "", "unfree", BOOL, None),
         env=c.env(data, "", "env", None),
@@ -461,13 +475,13 @@ def load_spec(root: Path) -> tuple[Spec, list[SpecError]]:
     for name, file, path in _spec_files(root, TOOLS_DIR, errors):
         data = read_toml(path, file, errors)
         if data is not None:
-            tools[name] = check_tool(name, file, data, errors)
+            tools[name] = check_tool(name, file, data, errors, known if known_checked else None)
 
     flavors: dict[str, Flavor] = {}
     for name, file, path in _spec_files(root, FLAVORS_DIR, errors):
         data = read_toml(path, file, errors)
         if data is not None:
-            flavors[name] = check_flavor(name, file, data, errors)
+            flavors[name] = check_flavor(name, file, data, errors, known if known_checked else None)
 
     spec = Spec(root=root, tools=tools, flavors=flavors, known=known)
     errors += check_references(spec, check_attributes=known_checked)
@@ -513,8 +527,6 @@ def check_references(spec: Spec, check_attributes: bool = True) -> list[SpecErro
                 errors.append(SpecError(tool.file, f"menu[{index}].id", "a menu id no other entry uses", f'"{entry.id}", also used by {menu_owner[entry.id]}'))
             menu_owner.setdefault(entry.id, tool.file)
 
-        if check_attributes:
-            errors += _unknown_attributes(tool.file, "", tool.nixpkgs, tool.python, spec.known)
 
     for name in sorted(spec.flavors):
         flavor = spec.flavors[name]
@@ -525,7 +537,6 @@ def check_references(spec: Spec, check_attributes: bool = True) -> list[SpecErro
             if tool not in spec.tools:
                 errors.append(SpecError(flavor.file, f"tools[{index}]", f"a tool in spec/tools ({tool_names})", f'"{tool}"'))
         if check_attributes:
-            errors += _unknown_attributes(flavor.file, "", flavor.nixpkgs, flavor.python, spec.known)
             for new_key, table, known in (
                 ("python", flavor.replace.python, spec.known.python),
                 ("nixpkgs", flavor.replace.nixpkgs, spec.known.nixpkgs),
@@ -535,12 +546,3 @@ def check_references(spec: Spec, check_attributes: bool = True) -> list[SpecErro
                         errors.append(SpecError(flavor.file, f"replace.{new_key}.{old}", f"a {new_key} attribute listed in {spec.known.file}", f'"{new}"'))
     return errors
 
-
-def _unknown_attributes(file: str, path: str, nixpkgs: tuple, python: tuple, known: KnownAttributes) -> list[SpecError]:
-    errors = []
-    for key, items, names in (("nixpkgs", nixpkgs, known.nixpkgs), ("python", python, known.python)):
-        for index, item in enumerate(items):
-            if item not in names:
-                what = "nixpkgs attribute" if key == "nixpkgs" else "python3Packages attribute"
-                errors.append(SpecError(file, f"{join(path, key)}[{index}]", f"a {what} listed in {known.file}", f'"{item}"'))
-    return errors

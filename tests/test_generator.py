@@ -141,13 +141,16 @@ def test_a_failure_while_writing_leaves_targets_untouched_and_no_temp_files(repo
 
 
 def test_errors_are_all_reported_not_only_the_first(repo_copy, mlws):
-    (repo_copy / "spec/tools/netdata.toml").write_text('description = "x"\nport = 0\ncolour = "red"\n')
+    (repo_copy / "spec/tools/netdata.toml").write_text('description = "x"\nport = 0\ncolour = "red"\npython = [5, "numpyy"]\n')
     (repo_copy / "spec/flavors/r.toml").write_text('description = "r"\nextends = "nope"\n')
     result = mlws("validate", "--root", str(repo_copy))
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert "error: spec/tools/netdata.toml: port: expected an integer 1-65535, found 0" in errors
     assert any(line.startswith('error: spec/tools/netdata.toml: colour: expected one of the keys') for line in errors)
+    # each list item is named by its own index, also after a bad item
+    assert "error: spec/tools/netdata.toml: python[0]: expected a Nix attribute path such as \"xfce4-panel\" or \"rPackages.IRkernel\", found 5" in errors
+    assert 'error: spec/tools/netdata.toml: python[1]: expected a python3Packages attribute listed in spec/known-attributes.toml, found "numpyy"' in errors
     assert any(line.startswith('error: spec/flavors/r.toml: extends: expected a flavor in spec/flavors') for line in errors)
     assert f"{len(errors)} errors in the spec" in result.stderr
 

@@ -39,4 +39,5 @@ else if checked ? crossSystem then
 else if !(builtins.elem system knownSystems) then
   throw "stand-in nixpkgs: system ${system} is not one the stand-in offers (${builtins.toJSON knownSystems})"
 else
-  import ./pkgs.nix { inherit system config; }
+  # Forced here: a misspelt option fails at import, not only when a package reads it.
+  builtins.seq config (import ./pkgs.nix { inherit system config; })

@@ -81,7 +81,8 @@ let
       version = spec.version or "1.0";
       license = spec.license or "mit";
       free = spec.free or true;
-      deps = (if withCuda then cudaDeps else [ ]) ++ map lookup (spec.deps or [ ]);
+      # Named dependencies first: an unfree one is the more useful refusal message.
+      deps = map lookup (spec.deps or [ ]) ++ (if withCuda then cudaDeps else [ ]);
       seed = if withCuda then "cuda ${builtins.toJSON (config.cudaCapabilities or [ ])}" else "";
       passthru =
         (if cuda != null then { cudaSupport = withCuda; } else { })

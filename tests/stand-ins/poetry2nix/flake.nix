@@ -15,12 +15,7 @@
       lib.mkPoetry2Nix =
         args:
         let
-          pkgs =
-            if builtins.attrNames args == [ "pkgs" ] then
-              args.pkgs
-            else
-              throw "stand-in poetry2nix: mkPoetry2Nix takes exactly { pkgs }, got ${builtins.toJSON (builtins.attrNames args)}";
-
+          pkgs = args.pkgs;
           # Named arguments of mkPoetryApplication at ce2369db, then mkDerivation arguments mlws
           # may pass through its `...`.
           allowed = [
@@ -44,6 +39,9 @@
             "postInstall"
           ];
         in
+        if builtins.attrNames args != [ "pkgs" ] then
+          throw "stand-in poetry2nix: mkPoetry2Nix takes exactly { pkgs }, got ${builtins.toJSON (builtins.attrNames args)}"
+        else
         {
           mkPoetryApplication =
             attrs:

@@ -1,0 +1,530 @@
+"""Shared machinery for bench/ and the reliability/security tests: processes, servers, clients.
+
+Plain functions over plain data. Everything listens on 127.0.0.1 only. When run as root, the
+servers started here (nginx, Jupyter, the runtime) run as the unprivileged user `mlws`
+(MLWS_BENCH_USER), like the runtime's own tools: nothing of ours serves HTTP as root.
+
+Used by bench/gateway, bench/startup, bench/generate and tests/test_reliability*.py /
+tests/test_security*.py (which put this folder on sys.path).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOOPBACK = "127.0.0.1"
+BIN_DIR = os.path.dirname(sys.executable)  # the venv's bin: jupyter, mlws, supervisord
+RUN_USER = os.environ.get("MLWS_BENCH_USER", "mlws")
+
+
+# ---- users, folders, ports -------------------------------------------------------------------
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def run_user() -> pwd.struct_passwd | None:
+    """The user our servers run as when we are root (None: run as ourselves)."""
+    if not is_root():
+        return None
+    try:
+        return pwd.getpwnam(RUN_USER)
+    except KeyError:
+        raise RuntimeError(f"running as root needs the unprivileged user {RUN_USER!r} (scripts/install-deps creates it)")
+
+
+def make_folder(prefix: str) -> str:
+    """A fresh temporary folder the server user owns (mkdtemp's 0700 would lock nginx workers out)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(path, 0o755)
+    user = run_user()
+    if user:
+        os.chown(path, user.pw_uid, user.pw_gid)
+    return path
+
+
+def chown_tree(path: str) -> None:
+    user = run_user()
+    if not user:
+        return
+    for folder, dirs, files in os.walk(path):
+        for name in [folder] + [os.path.join(folder, n) for n in dirs + files]:
+            os.lchown(name, user.pw_uid, user.pw_gid)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+# ---- processes -------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log_path: str
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as handle:
+            return handle.read()
+
+
+def server_env(home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        "PATH": os.pathsep.join([BIN_DIR, os.environ.get("PATH", "/usr/bin:/bin"), "/usr/sbin", "/sbin"]),
+        "HOME": home,
+        "LANG": "C.UTF-8",
+    }
+    user = run_user()
+    if user:
+        env["USER"] = env["LOGNAME"] = user.pw_name
+    env.update(extra or {})
+    return env
+
+
+def spawn(name: str, argv: list[str], log_dir: str, env: dict[str, str], as_server_user: bool = True,
+          cwd: str | None = None) -> Proc:
+    """Start a process in its own process group, output to <log_dir>/<name>.log."""
+    log_path = os.path.join(log_dir, f"{name}.log")
+    log = open(log_path, "ab")
+    kwargs = {}
+    user = run_user() if as_server_user else None
+    if user:
+        kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                             cwd=cwd or log_dir, start_new_session=True, **kwargs)
+    log.close()
+    return Proc(name, popen, log_path)
+
+
+def stop(proc: Proc, timeout: float = 10.0) -> None:
+    """SIGTERM the process group, SIGKILL it after `timeout`."""
+    if proc.popen.poll() is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.popen.pid, signal.SIGKILL)  # stray children of a finished leader
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.popen.pid, signal.SIGTERM)
+    try:
+        proc.popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.popen.wait(5)
+
+
+class ProcessGroup(contextlib.AbstractContextManager):
+    """Processes stopped in reverse start order on exit."""
+
+    def __init__(self):
+        self.procs: list[Proc] = []
+
+    def add(self, proc: Proc) -> Proc:
+        self.procs.append(proc)
+        return proc
+
+    def __exit__(self, *exc):
+        for proc in reversed(self.procs):
+            stop(proc)
+        return False
+
+
+# ---- HTTP helpers (stdlib, no redirects followed) --------------------------------------------
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+def http(method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None,
+         timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with _opener.open(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers or {}), error.read()
+
+
+def wait_until(check, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Poll `check()` until it returns something truthy; raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (OSError, ValueError) as error:
+            last_error = error
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+def wait_http_ok(url: str, headers: dict[str, str] | None = None, timeout: float = 60.0, proc: Proc | None = None) -> float:
+    """Wait for a 200 answer; returns the time it took. Fails early if `proc` exits."""
+    start = time.monotonic()
+
+    def check():
+        if proc and proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode} while starting:\n{proc.log()[-3000:]}")
+        status, _, _ = http("GET", url, headers, timeout=2)
+        return status == 200
+
+    wait_until(check, timeout, 0.05, f"200 from {url}")
+    return time.monotonic() - start
+
+
+# ---- backends --------------------------------------------------------------------------------
+
+NGINX_COMMON = """
+worker_processes auto;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    default_type application/octet-stream;
+    types {{ text/html html; text/css css; }}
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    sendfile on;
+    tcp_nodelay on;
+    server_tokens off;
+{body}
+}}
+"""
+
+
+def start_nginx(group: ProcessGroup, name: str, base_dir: str, body: str, check_url: str) -> Proc:
+    folder = os.path.join(base_dir, name)
+    os.makedirs(os.path.join(folder, "tmp"), exist_ok=True)
+    conf = os.path.join(folder, "nginx.conf")
+    with open(conf, "w") as handle:
+        handle.write(NGINX_COMMON.format(dir=folder, body=body))
+    chown_tree(folder)
+    proc = group.add(spawn(name, ["nginx", "-p", folder, "-c", conf, "-e", os.path.join(folder, "error.log"),
+                                  "-g", "daemon off;"], folder, server_env(folder)))
+    wait_until(lambda: proc.popen.poll() is None and port_open(int(re.search(r":(\d+)", check_url).group(1))),
+               15, 0.05, f"{name} to listen")
+    if proc.popen.poll() is not None:
+        raise RuntimeError(f"{name} failed:\n{proc.log()}")
+    return proc
+
+
+TOOL_PAGE = "<!doctype html><title>bench tool</title>" + "<p>" + "x" * 960 + "</p>\n"  # 1 KiB
+
+
+def start_static_tool(group: ProcessGroup, base_dir: str, port: int) -> str:
+    """nginx serving a 1 KiB page at /index.html: the tool behind /tools/<port>/. Returns its page path."""
+    root = os.path.join(base_dir, "tool-root")
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "index.html"), "w") as handle:
+        handle.write(TOOL_PAGE[:1024])
+    body = f"""
+    server {{
+        listen {LOOPBACK}:{port};
+        keepalive_requests 100000;
+        root {root};
+    }}"""
+    start_nginx(group, "tool-nginx", base_dir, body, f"http://{LOOPBACK}:{port}/")
+    return "/index.html"
+
+
+def plain_proxy_body(port: int, jupyter_port: int, auth_url: str | None = None,
+                     named_tools: dict[str, int] | None = None) -> str:
+    """A stock nginx reverse proxy: /tools/<port>/ to that port, /tools/<name>/ to a named tool's
+    port (an upstream with keep-alive), everything else to Jupyter.
+
+    With `auth_url`, every request first makes an auth_request sub-request to Jupyter (the original
+    design's per-request check, rebuilt with stock nginx). Upstream keep-alive is on for Jupyter and
+    the check, so the anchor is the fast version of that design.
+    """
+    auth = "auth_request /_auth;" if auth_url else ""
+    auth_location = f"""
+        location = /_auth {{
+            internal;
+            proxy_pass {auth_url};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI $request_uri;
+        }}""" if auth_url else ""
+    named = ""
+    for name, tool_port in (named_tools or {}).items():
+        named += f"""
+    upstream tool_{name} {{ server {LOOPBACK}:{tool_port}; keepalive 16; }}"""
+    named_locations = "".join(f"""
+        location /tools/{name}/ {{
+            {auth}
+            proxy_pass http://tool_{name}/;
+        }}""" for name in (named_tools or {}))
+    return f"""
+    map $http_upgrade $connection_upgrade {{ default upgrade; "" ""; }}
+    upstream jupyter {{ server {LOOPBACK}:{jupyter_port}; keepalive 16; }}{named}
+    server {{
+        listen {LOOPBACK}:{port};
+        keepalive_requests 100000;
+        proxy_http_version 1.1;
+        proxy_set_header Host $http_host;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $connection_upgrade;
+        proxy_buffering off;
+        proxy_read_timeout 1h;
+        {auth_location}{named_locations}
+        location ~ ^/tools/(?<tool_port>[0-9]+)(?<rest>/.*)$ {{
+            {auth}
+            proxy_pass http://{LOOPBACK}:$tool_port$rest$is_args$args;
+        }}
+        location / {{
+            {auth}
+            proxy_pass http://jupyter;
+        }}
+    }}"""
+
+
+def jupyter_argv(port: int, token: str, root_dir: str, extra: list[str] | None = None) -> list[str]:
+    """Jupyter started the way the runtime's manifest starts it, with a plain token."""
+    argv = ["jupyter", "lab", "--no-browser", f"--ip={LOOPBACK}", f"--port={port}", "--ServerApp.base_url=/",
+            f"--ServerApp.root_dir={root_dir}", f"--IdentityProvider.token={token}",
+            "--ServerApp.open_browser=False"]
+    if is_root() and not run_user():
+        argv.append("--allow-root")
+    return argv + list(extra or [])
+
+
+def start_jupyter(group: ProcessGroup, name: str, base_dir: str, port: int, token: str, root_dir: str,
+                  extra: list[str] | None = None, env: dict[str, str] | None = None) -> Proc:
+    home = os.path.join(base_dir, f"{name}-home")
+    os.makedirs(home, exist_ok=True)
+    chown_tree(home)
+    full_env = server_env(home, {"JUPYTER_RUNTIME_DIR": os.path.join(home, "runtime"), **(env or {})})
+    return group.add(spawn(name, jupyter_argv(port, token, root_dir, extra), base_dir, full_env))
+
+
+def make_contents_folder(workspace: str, name: str = "bench-folder", files: int = 5) -> str:
+    folder = os.path.join(workspace, name)
+    os.makedirs(folder, exist_ok=True)
+    for index in range(files):
+        with open(os.path.join(folder, f"file-{index}.txt"), "w") as handle:
+            handle.write(f"small file {index}\n")
+    chown_tree(folder)
+    return name
+
+
+# ---- the mlws runtime ------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Runtime:
+    proc: Proc
+    port: int
+    base_url: str
+    token: str | None
+    runtime_dir: str
+    workspace: str
+    manifest: dict
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}{self.base_url}"
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"} if self.token else {}
+
+    def tool_port(self, name: str) -> int:
+        return next(tool["port"] for tool in self.manifest["tools"] if tool["name"] == name)
+
+    def supervisor_status(self) -> dict[str, tuple[str, int | None]]:
+        """program name -> (state, pid) from supervisorctl."""
+        out = subprocess.run([os.path.join(BIN_DIR, "supervisorctl"), "-c",
+                              os.path.join(self.runtime_dir, "supervisord.conf"), "status"],
+                             capture_output=True, text=True, timeout=20).stdout
+        status = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) >= 2:
+                match = re.search(r"pid (\d+)", line)
+                status[parts[0]] = (parts[1], int(match.group(1)) if match else None)
+        return status
+
+
+def manifest_with_tool(name: str, port: int, flavor: str = "minimal") -> dict:
+    """The flavor's manifest plus a named tool with no process of its own (we run its server):
+    the gateway proxies /tools/<name>/ to 127.0.0.1:<port> like any named tool."""
+    with open(manifest_path(flavor)) as handle:
+        manifest = json.load(handle)
+    manifest["tools"].append({
+        "name": name, "description": "benchmark tool served by the harness", "port": port, "health": False,
+        "route": {"prefix": f"/tools/{name}/", "strip_prefix": True, "websockets": True},
+        "env": {}, "processes": [], "menu": [],
+    })
+    manifest["tools"].sort(key=lambda tool: tool["name"])
+    return manifest
+
+
+def manifest_path(flavor: str = "minimal") -> str:
+    return os.path.join(ROOT, "flavors", f"{flavor}.manifest.json")
+
+
+def mlws_command() -> list[str]:
+    exe = os.path.join(BIN_DIR, "mlws")
+    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "generator"]
+
+
+def runtime_env(token: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        "PATH": os.pathsep.join([BIN_DIR, "/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]),
+        "HOME": os.environ.get("HOME", "/root"),
+        "LANG": "C.UTF-8",
+        "AUTHENTICATE_VIA_JUPYTER": token if token else "false",
+        "INCLUDE_TUTORIALS": "false",
+    }
+    if is_root():
+        env["NB_USER"] = RUN_USER
+    env.update(extra or {})
+    return env
+
+
+def start_runtime(group: ProcessGroup, base_dir: str, port: int, token: str | None = None,
+                  tools: str = "jupyter", extra_env: dict[str, str] | None = None, flavor: str = "minimal",
+                  wait: str | None = "healthy", timeout: float = 120.0, manifest: dict | None = None) -> Runtime:
+    """`mlws start` on 127.0.0.1:<port>; waits for /healthy (or /ping) unless wait=None.
+
+    `manifest`: run this manifest (written to the base folder) instead of the flavor's."""
+    runtime_dir = os.path.join(base_dir, f"run-{port}")
+    workspace = os.path.join(base_dir, f"workspace-{port}")
+    for folder in (workspace,):
+        os.makedirs(folder, exist_ok=True)
+        chown_tree(folder)
+    env = runtime_env(token, extra_env)
+    if manifest is None:
+        with open(manifest_path(flavor)) as handle:
+            manifest = json.load(handle)
+        which = ["--flavor", flavor]
+    else:
+        path = os.path.join(base_dir, f"manifest-{port}.json")
+        with open(path, "w") as handle:
+            json.dump(manifest, handle, indent=2, sort_keys=True)
+        os.chmod(path, 0o644)
+        which = ["--manifest", path]
+    argv = mlws_command() + ["start", *which, "--port", str(port), "--bind", LOOPBACK,
+                             "--tools", tools, "--runtime-dir", runtime_dir, "--workspace-dir", workspace]
+    # `mlws start` drops privileges itself: start it as root (as CI and the image do).
+    proc = group.add(spawn(f"mlws-start-{port}", argv, base_dir, env, as_server_user=False))
+    base_url = "/".join(part for part in env.get("WORKSPACE_BASE_URL", "/").split("/") if part)
+    rt = Runtime(proc, port, "/" + base_url if base_url else "", token, runtime_dir, workspace, manifest)
+    if wait:
+        wait_http_ok(f"http://{LOOPBACK}:{port}{rt.base_url}/{wait}", timeout=timeout, proc=proc)
+    return rt
+
+
+# ---- Jupyter kernels and websocket round trips -----------------------------------------------
+
+def start_kernel(base: str, headers: dict[str, str]) -> str:
+    status, _, body = http("POST", f"{base}/api/kernels", {**headers, "Content-Type": "application/json"}, b"{}")
+    if status not in (200, 201):
+        raise RuntimeError(f"starting a kernel at {base} gave HTTP {status}: {body[:300]!r}")
+    return json.loads(body)["id"]
+
+
+def execute_message(code: str, session: str) -> tuple[str, dict]:
+    msg_id = uuid.uuid4().hex
+    return msg_id, {
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "bench", "session": session,
+                   "date": "", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True},
+    }
+
+
+async def kernel_round_trip(ws, session: str, code: str = "1+1", timeout: float = 30.0) -> tuple[float, dict]:
+    """Send one execute_request; return (seconds to its execute_reply, the reply's content)."""
+    msg_id, message = execute_message(code, session)
+    start = time.perf_counter()
+    await ws.send_str(json.dumps(message))
+    deadline = start + timeout
+    while True:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise TimeoutError(f"no execute_reply for {msg_id} within {timeout}s")
+        msg = await asyncio.wait_for(ws.receive(), remaining)
+        if msg.type.name != "TEXT":
+            raise ConnectionError(f"websocket closed or failed while waiting for a reply: {msg.type.name}")
+        data = json.loads(msg.data)
+        if data.get("msg_type") == "execute_reply" and data.get("parent_header", {}).get("msg_id") == msg_id:
+            return time.perf_counter() - start, data["content"]
+
+
+# ---- wrk ---------------------------------------------------------------------------------------
+
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+                 + summary.errors.status + summary.errors.timeout
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "errors": %d, "status_errors": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "mean_us": %.1f}\\n',
+    summary.requests, summary.duration, errors, summary.errors.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
+end
+"""
+
+
+def run_wrk(url: str, headers: dict[str, str], connections: int, seconds: float, threads: int | None = None) -> dict:
+    """wrk in its own process; returns requests/s, p50/p99 in ms, error counts."""
+    script = os.path.join(tempfile.gettempdir(), "mlws-wrk-report.lua")
+    if not os.path.exists(script):
+        with open(script, "w") as handle:
+            handle.write(WRK_REPORT)
+    threads = threads or min(connections, 2)
+    argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency", "-s", script,
+            "--timeout", "10s"]
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    out = subprocess.run(argv + [url], capture_output=True, text=True, timeout=seconds + 60)
+    match = re.search(r"^WRKJSON (.*)$", out.stdout, re.M)
+    if not match:
+        raise RuntimeError(f"wrk gave no report for {url}: {out.stdout[-500:]} {out.stderr[-500:]}")
+    raw = json.loads(match.group(1))
+    return {
+        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "requests": raw["requests"],
+        "errors": raw["errors"],
+        "status_errors": raw["status_errors"],
+    }

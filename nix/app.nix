@@ -4,6 +4,12 @@
 # classic form). Only the main dependency group is built: the dev group (pytest, jupyterlab, ...)
 # serves the test-suite, not the app, so `checkGroups = [ ]` keeps it out of the build inputs.
 #
+# The main group's locked packages (click, jinja2, markupsafe, supervisor, ...) are taken from
+# nixpkgs' python3Packages where nixpkgs has them, instead of being fetched from PyPI by
+# poetry2nix: poetry2nix is unmaintained since 2024, and its PyPI fetcher script (rev ce2369db)
+# fails under the stricter builder of recent nixpkgs ("NIX_CURL_FLAGS: unbound variable"). This
+# also gives the app the very builds the images' Python environment uses, from the binary cache.
+#
 # Arguments (an attribute set):
 #   pkgs        nixpkgs package set of the target system.
 #   poetry2nix  the poetry2nix flake input; its `lib.mkPoetry2Nix { pkgs; }` returns the poetry2nix
@@ -27,11 +33,27 @@
 }:
 let
   poetry2nixForPkgs = poetry2nix.lib.mkPoetry2Nix { inherit pkgs; };
+
+  # Lock files of poetry >= 1.2 list each package's groups; older ones only hold main packages.
+  lockedPackages = (builtins.fromTOML (builtins.readFile poetrylock)).package or [ ];
+  mainPackageNames = map (package: package.name) (
+    builtins.filter (package: builtins.elem "main" (package.groups or [ "main" ])) lockedPackages
+  );
+
+  fromNixpkgs =
+    _final: prev:
+    builtins.listToAttrs (
+      map (name: {
+        inherit name;
+        value = pkgs.python3Packages.${name} or prev.${name};
+      }) mainPackageNames
+    );
 in
 poetry2nixForPkgs.mkPoetryApplication {
   projectDir = src;
   inherit pyproject poetrylock;
   python = pkgs.python3;
+  overrides = poetry2nixForPkgs.overrides.withDefaults fromNixpkgs;
   checkGroups = [ ];
   meta.mainProgram = "mlws";
 }

@@ -456,6 +456,19 @@ def test_mlws_app_is_built_by_poetry2nix_from_the_project(packages: dict):
         assert call["args"]["checkGroups"] == []
         assert call["project"]["name"] == project["name"] and call["project"]["version"] == project["version"]
         assert call["project"]["scripts"]["mlws"] == project["scripts"]["mlws"]
+        # Every locked main dependency comes from nixpkgs, none from poetry2nix's PyPI fetcher.
+        assert set(call["dependencies"]) == main_dependencies()
+        for name, origin in call["dependencies"].items():
+            assert origin == f"python3Packages.{name}", (name, origin)
+
+
+def main_dependencies() -> set[str]:
+    import tomllib
+
+    lock = tomllib.loads((REPO / "poetry.lock").read_text())
+    names = {p["name"] for p in lock["package"] if "main" in p.get("groups", ["main"])}
+    assert "click" in names, "poetry.lock should lock click for the main group"
+    return names
 
 
 def test_generate_check_runs_mlws_generate_check_on_the_generated_sources(checks: dict, packages: dict, nix: Nix):

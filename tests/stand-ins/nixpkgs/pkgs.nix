@@ -101,7 +101,14 @@ let
     in
     self;
 
-  python3Packages = mkSet "python3Packages." known.python catalog.python;
+  # Python packages nixpkgs has that mlws' own app uses (its locked main dependencies, taken from
+  # nixpkgs by nix/app.nix) besides the known attributes of the spec.
+  infrastructurePython = [
+    "jinja2"
+    "markupsafe"
+  ];
+
+  python3Packages = mkSet "python3Packages." (lib.unique (known.python ++ infrastructurePython)) catalog.python;
 
   isPythonPackage = p: builtins.isAttrs p && lib.hasPrefix "python3Packages." (p.standInAttrPath or "");
 

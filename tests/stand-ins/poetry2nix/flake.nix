@@ -1,7 +1,8 @@
 # Strict stand-in for github:nix-community/poetry2nix (rev ce2369db), for evaluating mlws' flake
 # offline: nix eval --override-input poetry2nix path:/abs/tests/stand-ins/poetry2nix ...
 #
-# Offers what mlws uses of the real flake: lib.mkPoetry2Nix { pkgs } -> { mkPoetryApplication }.
+# Offers what mlws uses of the real flake: lib.mkPoetry2Nix { pkgs } -> { mkPoetryApplication,
+# overrides.withDefaults, overrides.withoutDefaults, defaultPoetryOverrides }.
 # mkPoetryApplication takes the real function's named arguments (a few mkDerivation ones besides),
 # reads pyproject.toml and poetry.lock from projectDir as the real one does (so a missing or broken
 # file fails here too), and returns a fake derivation recording the call in
@@ -42,7 +43,17 @@
         if builtins.attrNames args != [ "pkgs" ] then
           throw "stand-in poetry2nix: mkPoetry2Nix takes exactly { pkgs }, got ${builtins.toJSON (builtins.attrNames args)}"
         else
-        {
+        rec {
+          # Overlays of the Python set: the real defaults are poetry2nix's own fix-ups, marked here.
+          defaultPoetryOverrides = "<poetry2nix default overrides>";
+          overrides = {
+            withDefaults = overlay: [
+              overlay
+              defaultPoetryOverrides
+            ];
+            withoutDefaults = overlay: [ overlay ];
+          };
+
           mkPoetryApplication =
             attrs:
             let
@@ -56,6 +67,23 @@
                 pyProject.tool.poetry
                   or (throw "stand-in poetry2nix: ${toString pyprojectPath} has no [tool.poetry] table (poetry2nix reads only tool.poetry)");
               python = attrs.python or pkgs.python3;
+
+              # The locked packages as poetry2nix would build them (fetched from PyPI), then the
+              # caller's overlays applied in order, as poetry2nix composes them.
+              mainPackages = builtins.filter (p: builtins.elem "main" (p.groups or [ "main" ])) (poetryLock.package or [ ]);
+              fromPypi = builtins.listToAttrs (
+                map (p: {
+                  name = p.name;
+                  value = pkgs.runCommand "python3-${p.name}-${p.version}-from-pypi" { } "poetry2nix fetch-from-pypi ${p.name}";
+                }) mainPackages
+              );
+              overlays = builtins.filter builtins.isFunction (
+                let
+                  given = attrs.overrides or [ defaultPoetryOverrides ];
+                in
+                if builtins.isList given then given else [ given ]
+              );
+              pythonSet = builtins.foldl' (prev: overlay: prev // overlay pythonSet prev) fromPypi overlays;
               app = pkgs.runCommand "${poetry.name}-${poetry.version}" {
                 nativeBuildInputs = [ python ];
               } "poetry2nix build of ${poetry.name}";
@@ -82,6 +110,14 @@
                       checkGroups = attrs.checkGroups or [ "dev" ];
                       meta = attrs.meta or { };
                     };
+                    # Where each main dependency came from: a nixpkgs attribute path or a
+                    # poetry2nix PyPI build.
+                    dependencies = builtins.listToAttrs (
+                      map (p: {
+                        name = p.name;
+                        value = pythonSet.${p.name}.standInAttrPath or pythonSet.${p.name}.name;
+                      }) mainPackages
+                    );
                     project = {
                       inherit (poetry) name version;
                       scripts = poetry.scripts or { };

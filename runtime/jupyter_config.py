@@ -56,8 +56,16 @@ class GatewayIdentityProvider(IdentityProvider):
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 _settings = _load_settings()
-c.ServerApp.identity_provider_class = GatewayIdentityProvider
-c.IdentityProvider.token = _settings["token"]
+if _settings.get("mode") == "hub":
+    # Under JupyterHub the hub authenticates (OAuth, its own cookie): load JupyterHub's
+    # single-user server extension when it is installed (JupyterHub >= 2 ships it).
+    import importlib.util
+
+    if importlib.util.find_spec("jupyterhub") is not None:
+        c.ServerApp.jpserver_extensions.update({"jupyterhub": True})
+else:
+    c.ServerApp.identity_provider_class = GatewayIdentityProvider
+    c.IdentityProvider.token = _settings["token"]
 # Jupyter listens on 127.0.0.1 only; the Host header is the gateway's public one.
 c.ServerApp.allow_remote_access = True
 c.ServerApp.trust_xheaders = True

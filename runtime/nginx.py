@@ -217,6 +217,7 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
         *ungated_basic,
         "proxy_http_version 1.1;",
         'proxy_set_header Connection "";',
+        "proxy_set_header Host $http_host;",
         f"proxy_set_header {GATEWAY_HEADER} \"\";",
         "proxy_intercept_errors on;",
         "proxy_connect_timeout 2s;",

@@ -393,6 +393,7 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
         # Without a deployment token ("false"), Jupyter still needs one: an unguessable internal one.
         "token": token or secrets.token_hex(24),
         "user_name": user.pw_name,
+        "mode": settings.auth_mode,
     }))
 
     for tool in tools:
@@ -416,11 +417,10 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
             program_env.update({k: manifest_mod.substitute(v, values) for k, v in tool.env.items()})
             program_env.update({k: manifest_mod.substitute(v, values) for k, v in process.env.items()})
             if tool.health:
+                argv.append(f"--config={JUPYTER_CONFIG}")
+                program_env["MLWS_JUPYTER_SETTINGS"] = jupyter_settings
                 if settings.auth_mode == "hub":
                     program_env["JUPYTERHUB_API_TOKEN"] = settings.hub_api_token or ""
-                else:
-                    argv.append(f"--config={JUPYTER_CONFIG}")
-                    program_env["MLWS_JUPYTER_SETTINGS"] = jupyter_settings
                 if settings.cull_idle_seconds:
                     argv += [
                         f"--MappingKernelManager.cull_idle_timeout={settings.cull_idle_seconds}",

@@ -32,7 +32,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_user() -> str | None:
+def unprivileged_user() -> str | None:
     """The unprivileged user the runtime drops to when the tests run as root."""
     if os.geteuid() != 0:
         return None
@@ -64,7 +64,7 @@ def runtime_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     else:
         env["PYTHONPATH"] = REPO
-    user = test_user()
+    user = unprivileged_user()
     if user:
         env["NB_USER"] = user
     env.update(extra or {})
@@ -106,7 +106,7 @@ class Workspace:
         self.args = args
         self.output: list[str] = []
         self.process: subprocess.Popen | None = None
-        base = self.env.get("WORKSPACE_BASE_URL", "")
+        base = self.env.get("JUPYTERHUB_SERVICE_PREFIX") or self.env.get("WORKSPACE_BASE_URL", "")
         from runtime.settings import normalise_base_url
 
         self.base = normalise_base_url(base) if base else ""

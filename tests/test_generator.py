@@ -151,7 +151,7 @@ def test_errors_are_all_reported_not_only_the_first(repo_copy, mlws):
     # each list item is named by its own index, also after a bad item
     assert "error: spec/tools/netdata.toml: python[0]: expected a Nix attribute path such as \"xfce4-panel\" or \"rPackages.IRkernel\", found 5" in errors
     assert 'error: spec/tools/netdata.toml: python[1]: expected a python3Packages attribute listed in spec/known-attributes.toml, found "numpyy"' in errors
-    assert any(line.startswith('error: spec/flavors/r.toml: extends: expected a flavor in spec/flavors') for line in errors)
+    assert any(line.startswith('error: spec/flavors/r.toml: extends: expected a name from spec/flavors') for line in errors)
     assert f"{len(errors)} errors in the spec" in result.stderr
 
 

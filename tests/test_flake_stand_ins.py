@@ -226,3 +226,18 @@ def test_flake_picks_up_a_new_flavor_file_without_other_changes(nix: Nix, tmp_pa
     names = scratch.eval_json("packages.aarch64-linux", "builtins.attrNames")
     assert "ml-workspace-tiny" in names
     assert "tiny" in scratch.eval_json("devShells.x86_64-linux", "builtins.attrNames")
+
+
+def test_flake_check_evaluates_the_outputs_of_every_system(nix: Nix, tmp_path: Path):
+    """A flavor broken only where it is built (aarch64-linux here) fails `nix flake check
+    --no-build` run on x86_64: the check covers every system, not only the host's."""
+    scratch = scratch_flake(nix, tmp_path)
+    path = scratch.flake_dir / "flavors" / "gpu.nix"
+    text = re.sub(r"systems = \[[^]]*\];", 'systems = [ "aarch64-linux" ];', path.read_text(), count=1)
+    assert "pythonPackages = ps: [" in text, "flavors/gpu.nix changed shape: update this test"
+    path.write_text(text.replace("pythonPackages = ps: [", "pythonPackages = ps: [\n    ps.no-such-python-package", 1))
+    result = scratch.run("flake", "check", "--no-build", scratch.flake_ref, *scratch.overrides, check=False)
+    assert result.returncode != 0
+    assert "attribute 'no-such-python-package' missing" in result.stderr
+    # The same copy still evaluates for x86_64-linux, where the flavor is no longer built.
+    assert "ml-workspace-gpu" not in scratch.eval_json("packages.x86_64-linux", "builtins.attrNames")

@@ -157,6 +157,19 @@ class Checker:
                 good.append((index, item))
         return good
 
+    def references(self, table: dict, path: str, key: str, names: frozenset[str] | None, folder: str, itself: str | None = None) -> tuple[str, ...]:
+        """Names of other spec files (tools in `needs`/`tools`), each one that exists."""
+        items = self.indexed_items(table, path, key, NAME)
+        if names is not None:
+            listing = ", ".join(sorted(names)) or "(none)"
+            for index, item in items:
+                where = f"{join(path, key)}[{index}]"
+                if item == itself:
+                    self.error(where, "another tool (a tool does not need itself)", f'"{item}"')
+                elif item not in names:
+                    self.error(where, f"a name from {folder} ({listing})", f'"{item}"')
+        return tuple(item for _, item in items)
+
     def attributes(self, table: dict, path: str, key: str, known: KnownAttributes | None) -> tuple[str, ...]:
         """Attribute names (key "nixpkgs" or "python"), each one the known list has."""
         items = self.indexed_items(table, path, key, ATTR)
@@ -241,7 +254,11 @@ ROUTE_KEYS = ("prefix", "strip_prefix", "websockets")
 MENU_KEYS = ("id", "name", "description", "url_path")
 
 
-def check_tool(name: str, file: str, data: dict, errors: list[SpecError], known: KnownAttributes | None = None) -> Tool:
+def check_tool(
+    name: str, file: str, data: dict, errors: list[SpecError],
+    known: KnownAttributes | None = None, tool_names: frozenset[str] | None = None,
+) -> Tool:
+    """One tool file; `known`/`tool_names` (when given) check attributes and `needs`."""
     c = Checker(file, errors)
     c.keys(data, "", TOOL_KEYS, required=("description",))
     port = c.value(data, "", "port", PORT, None)
@@ -302,7 +319,7 @@ def check_tool(name: str, file: str, data: dict, errors: list[SpecError], known:
         description=c.value(data, "", "description", TEXT, ""),
         nixpkgs=c.attributes(data, "", "nixpkgs", known),
         python=c.attributes(data, "", "python", known),
-        needs=c.items(data, "", "needs", NAME),
+        needs=c.references(data, "", "needs", tool_names, TOOLS_DIR, itself=name),
         port=port,
         health=health,
         env=c.env(data, "", "env", has_port),
@@ -358,7 +375,11 @@ CUDA_KEYS = ("enable", "capabilities")
 REPLACE_KEYS = ("python", "nixpkgs")
 
 
-def check_flavor(name: str, file: str, data: dict, errors: list[SpecError], known: KnownAttributes | None = None) -> Flavor:
+def check_flavor(
+    name: str, file: str, data: dict, errors: list[SpecError], known: KnownAttributes | None = None,
+    tool_names: frozenset[str] | None = None, flavor_names: frozenset[str] | None = None,
+) -> Flavor:
+    """One flavor file; `known`/`tool_names`/`flavor_names` (when given) check references."""
     c = Checker(file, errors)
     c.keys(data, "", FLAVOR_KEYS, required=("description",))
 
@@ -390,9 +411,9 @@ def check_flavor(name: str, file: str, data: dict, errors: list[SpecError], know
         name=name,
         file=file,
         description=c.value(data, "", "description", TEXT, ""),
-        extends=c.value(data, "", "extends", NAME, None),
+        extends=_extends(c, data, flavor_names),
         image=c.value(data, "", "image", IMAGE, None),
-        tools=c.items(data, "", "tools", NAME),
+        tools=c.references(data, "", "tools", tool_names, TOOLS_DIR),
         python=c.attributes(data, "", "python", known),
         nixpkgs=c.attributes(data, "", "nixpkgs", known),
         systems=systems,
@@ -401,6 +422,13 @@ def check_flavor(name: str, file: str, data: dict, errors: list[SpecError], know
         cuda=cuda,
         replace=replace,
     )
+
+
+def _extends(c: Checker, data: dict, flavor_names: frozenset[str] | None) -> str | None:
+    parent = c.value(data, "", "extends", NAME, None)
+    if parent is not None and flavor_names is not None and parent not in flavor_names:
+        c.error("extends", f"a name from {FLAVORS_DIR} ({', '.join(sorted(flavor_names))})", f'"{parent}"')
+    return parent
 
 
 def _check_replace_table(c: Checker, raw: dict, key: str) -> dict[str, str]:
@@ -471,17 +499,24 @@ def load_spec(root: Path) -> tuple[Spec, list[SpecError]]:
             # A broken list would flag every attribute of the spec: report the list alone.
             known_checked = len(errors) == before
 
+    known_or_none = known if known_checked else None
+    tool_files = _spec_files(root, TOOLS_DIR, errors)
+    flavor_files = _spec_files(root, FLAVORS_DIR, errors)
+    # Names come from file names, so a reference to a tool whose file is broken is not unknown.
+    tool_names = frozenset(name for name, _, _ in tool_files)
+    flavor_names = frozenset(name for name, _, _ in flavor_files)
+
     tools: dict[str, Tool] = {}
-    for name, file, path in _spec_files(root, TOOLS_DIR, errors):
+    for name, file, path in tool_files:
         data = read_toml(path, file, errors)
         if data is not None:
-            tools[name] = check_tool(name, file, data, errors, known if known_checked else None)
+            tools[name] = check_tool(name, file, data, errors, known_or_none, tool_names)
 
     flavors: dict[str, Flavor] = {}
-    for name, file, path in _spec_files(root, FLAVORS_DIR, errors):
+    for name, file, path in flavor_files:
         data = read_toml(path, file, errors)
         if data is not None:
-            flavors[name] = check_flavor(name, file, data, errors, known if known_checked else None)
+            flavors[name] = check_flavor(name, file, data, errors, known_or_none, tool_names, flavor_names)
 
     spec = Spec(root=root, tools=tools, flavors=flavors, known=known)
     errors += check_references(spec, check_attributes=known_checked)
@@ -489,21 +524,14 @@ def load_spec(root: Path) -> tuple[Spec, list[SpecError]]:
 
 
 def check_references(spec: Spec, check_attributes: bool = True) -> list[SpecError]:
-    """Checks across files: tool references, shared ports and prefixes, known attributes."""
+    """Checks across files: shared ports, route prefixes and menu ids; replacement targets."""
     errors: list[SpecError] = []
-    tool_names = ", ".join(sorted(spec.tools)) or "(none)"
 
     port_owner: dict[int, str] = {}
     prefix_owner: dict[str, str] = {}
     menu_owner: dict[str, str] = {}
     for name in sorted(spec.tools):
         tool = spec.tools[name]
-        for index, need in enumerate(tool.needs):
-            if need == name:
-                errors.append(SpecError(tool.file, f"needs[{index}]", "another tool (a tool does not need itself)", f'"{need}"'))
-            elif need not in spec.tools:
-                errors.append(SpecError(tool.file, f"needs[{index}]", f"a tool in spec/tools ({tool_names})", f'"{need}"'))
-
         # Every port a tool occupies: its web port and the TCP ports its processes wait on.
         occupied = [("port", tool.port)] if tool.port is not None else []
         occupied += [
@@ -530,12 +558,6 @@ def check_references(spec: Spec, check_attributes: bool = True) -> list[SpecErro
 
     for name in sorted(spec.flavors):
         flavor = spec.flavors[name]
-        if flavor.extends is not None and flavor.extends not in spec.flavors:
-            names = ", ".join(sorted(spec.flavors))
-            errors.append(SpecError(flavor.file, "extends", f"a flavor in spec/flavors ({names})", f'"{flavor.extends}"'))
-        for index, tool in enumerate(flavor.tools):
-            if tool not in spec.tools:
-                errors.append(SpecError(flavor.file, f"tools[{index}]", f"a tool in spec/tools ({tool_names})", f'"{tool}"'))
         if check_attributes:
             for new_key, table, known in (
                 ("python", flavor.replace.python, spec.known.python),

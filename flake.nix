@@ -55,8 +55,9 @@
       poetryProject = (builtins.fromTOML (builtins.readFile ./pyproject.toml)).tool.poetry;
       inherit (poetryProject) version;
 
-      # The commit the image was built from; a tree with uncommitted changes has no rev.
-      revision = self.rev or "dirty";
+      # The commit the image was built from. A tree with uncommitted changes has no rev; newer Nix
+      # gives dirtyRev ("<rev>-dirty") instead, older Nix nothing.
+      revision = self.rev or self.dirtyRev or "dirty";
 
       # Fixed, so rebuilding one commit gives the same image ("now" would not).
       created = "1970-01-01T00:00:01Z";

@@ -22,8 +22,13 @@
 let
   # The flavor's image environment, then MLWS_MANIFEST, exported by the shell hook. Values are
   # single-quoted for the shell ('\'' closes, escapes and reopens the quote).
+  #
+  # LD_LIBRARY_PATH is left out: in the image it only reaches the driver libraries the NVIDIA
+  # container toolkit injects, but on a host the same folders (/usr/lib/x86_64-linux-gnu, ...) hold
+  # the whole distribution, whose libraries would shadow Nix's in every program of the shell.
+  # Nix's CUDA programs find a NixOS host's driver through /run/opengl-driver/lib anyway.
   quote = value: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] value + "'";
-  exports = flavor.env // {
+  exports = builtins.removeAttrs flavor.env [ "LD_LIBRARY_PATH" ] // {
     MLWS_MANIFEST = "${flavor.manifest}";
   };
 in

@@ -382,8 +382,14 @@ def test_dev_shells_carry_exactly_the_image_packages_and_python(packages: dict, 
             assert [item["out"] for item in shell["packages"]] == image_contents
             assert shell["python"][0]["out"] == image["python"][0]["out"]
             assert [p["attr"] for p in shell["python"][0]["packages"]] == [p["attr"] for p in image["python"][0]["packages"]]
-            manifest = env_dict(image_call(packages, system, flavors[name])["config"]["Env"])["MLWS_MANIFEST"]
-            assert f"export MLWS_MANIFEST='{manifest}'" in shell["call"]["args"]["shellHook"].splitlines()
+            image_env = env_dict(image_call(packages, system, flavors[name])["config"]["Env"])
+            hook = shell["call"]["args"]["shellHook"].splitlines()
+            assert f"export MLWS_MANIFEST='{image_env['MLWS_MANIFEST']}'" in hook
+            # The flavor's environment too, except the loader path: on a host it would put the
+            # distribution's libraries in front of Nix's.
+            for key, value in flavors[name]["env"].items():
+                exported = f"export {key}='{value}'" in hook
+                assert exported == (key != "LD_LIBRARY_PATH"), (name, key)
 
 
 # ---------------------------------------------------------------------------------------------

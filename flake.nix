@@ -15,7 +15,7 @@
   #   poetry2nix/nixpkgs                    follows our nixpkgs;
   #   poetry2nix/treefmt-nix/nixpkgs and
   #   poetry2nix/nix-github-actions/nixpkgs follow poetry2nix/nixpkgs (poetry2nix's own flake.nix
-  #                                         says so), hence ours too;
+  #                                         says so), hence ours too.
   # poetry2nix's flake-utils (with its own nix-systems), systems, treefmt-nix and nix-github-actions
   # stay locked at the revisions poetry2nix's own lock had at ce2369db: we use none of them, and our
   # outputs do not depend on them (poetry2nix.lib.mkPoetry2Nix only needs the `pkgs` we pass).

@@ -549,6 +549,20 @@ def test_flake_lock_pins_the_facts_file_revisions():
                 assert target in nodes, (name, target)
 
 
+def test_flake_offers_the_cuda_binary_cache_and_pins_its_inputs(nix: Nix):
+    flake = json.loads(nix.eval_expr(
+        f"let f = import {REPO / 'flake.nix'}; in {{ inherit (f) description nixConfig; "
+        "inputs = builtins.mapAttrs (n: i: removeAttrs i [ \"inputs\" ] // { follows = builtins.mapAttrs (m: j: j.follows or null) (i.inputs or { }); }) f.inputs; }"
+    ).stdout)
+    assert flake["description"].startswith("mlws")
+    assert flake["nixConfig"] == {
+        "extra-substituters": ["https://cache.nixos-cuda.org"],
+        "extra-trusted-public-keys": ["cache.nixos-cuda.org:74DUi4Ye579gUqzH4ziL9IyiJBlDpMRn9MBN8oNan9M="],
+    }
+    assert flake["inputs"]["nixpkgs"] == {"url": "github:NixOS/nixpkgs/nixos-26.05", "follows": {}}
+    assert flake["inputs"]["poetry2nix"] == {"url": "github:nix-community/poetry2nix", "follows": {"nixpkgs": "nixpkgs"}}
+
+
 def fake_flake(path: Path, inputs: dict[str, str], follows: dict[str, str] | None = None) -> None:
     """A do-nothing flake with the given inputs (name -> url) and `inputs.X.inputs.Y.follows`."""
     path.mkdir(parents=True)

@@ -193,8 +193,10 @@ let
     parsed.cpu.name = builtins.head (builtins.split "-" system);
   };
 
-  # Argument names of pkgs/build-support/docker/default.nix streamLayeredImage (26.05);
-  # buildLayeredImage adds `compressor`.
+  # Argument names of pkgs/build-support/docker/default.nix streamLayeredImage, as
+  # /work/shared/reference/nixpkgs-facts.md lists them for 26.05; buildLayeredImage adds
+  # `compressor`. (Newer arguments seen only in secondary sources, such as layeringPipeline, are
+  # left out until confirmed in nixpkgs' source.)
   streamLayeredImageArgs = [
     "name"
     "tag"
@@ -216,8 +218,6 @@ let
     "includeNixDB"
     "passthru"
     "meta"
-    "layeringPipeline"
-    "debug"
   ];
 
   # Keys of the OCI image configuration ("config" object of the image-spec).

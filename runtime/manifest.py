@@ -11,7 +11,7 @@ import os
 import re
 import string
 
-PLACEHOLDERS = {"port", "base_url", "prefix", "workspace", "home", "runtime_dir", "tool_dir"}
+PLACEHOLDERS = {"port", "base_url", "prefix", "workspace", "home", "runtime_dir", "tool_dir", "user"}
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]*$")
 
 

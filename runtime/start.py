@@ -113,6 +113,21 @@ def stdout_reopenable() -> bool:
         return False
 
 
+def readable_by(path: str, user: pwd.struct_passwd) -> bool:
+    """Can `user` read `path`? Asked in a child that becomes the user (root only)."""
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setgroups(os.getgrouplist(user.pw_name, user.pw_gid))
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            os._exit(0 if os.access(path, os.R_OK) else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
 def drop_privileges(user: pwd.struct_passwd) -> None:
     groups = os.getgrouplist(user.pw_name, user.pw_gid)
     os.setgroups(groups)
@@ -255,6 +270,11 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
     nginx_mod.safe_path(runtime_dir, "--runtime-dir")
 
     if os.geteuid() == 0:
+        if not readable_by(os.path.join(PACKAGE_DIR, "launch.py"), user):
+            raise StartError(
+                f"the runtime package in {PACKAGE_DIR} is not readable by user {user.pw_name}: install mlws "
+                "where that user can read it (not under /root), e.g. in a venv under /opt"
+            )
         ensure_folder(workspace_dir, user)
         if runtime_dir.startswith(user.pw_dir + "/"):
             ensure_folder(os.path.join(user.pw_dir, ".mlws"), user, 0o700)
@@ -292,11 +312,12 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
                 log(f"WARNING: tool {tool.name} skipped: `{process.command[0]}` is not on PATH")
         available[tool.name] = ok
 
-    # Ports: the gateway's and every internal one must be free.
-    if not port_is_free(options.bind, settings.port):
+    # Ports: the gateway's and every internal one must be free (a dry run starts nothing: no check).
+    if not options.dry_run and not port_is_free(options.bind, settings.port):
         raise StartError(f"port {settings.port} on {options.bind} is in use (WORKSPACE_PORT / --port)")
     for tool in tools:
-        if tool.port and available[tool.name] and tool.processes and not port_is_free("127.0.0.1", tool.port):
+        if (tool.port and available[tool.name] and tool.processes and not options.dry_run
+                and not port_is_free("127.0.0.1", tool.port)):
             raise StartError(f"tool {tool.name}: internal port {tool.port} on 127.0.0.1 is in use")
         if tool.port == settings.port:
             raise StartError(f"tool {tool.name}: its internal port {tool.port} is the gateway's port")
@@ -396,6 +417,10 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
         "mode": settings.auth_mode,
     }))
 
+    jupyter_config = os.path.join(runtime_dir, "jupyter_server_config.py")
+    shutil.copyfile(JUPYTER_CONFIG, jupyter_config)
+    os.chmod(jupyter_config, 0o600)
+
     for tool in tools:
         if not available[tool.name]:
             continue
@@ -409,6 +434,7 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
             "home": user.pw_dir,
             "runtime_dir": runtime_dir,
             "tool_dir": tool_dir,
+            "user": user.pw_name,
         }
         for process in tool.processes:
             argv = [manifest_mod.substitute(arg, values) for arg in process.command]
@@ -417,7 +443,10 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
             program_env.update({k: manifest_mod.substitute(v, values) for k, v in tool.env.items()})
             program_env.update({k: manifest_mod.substitute(v, values) for k, v in process.env.items()})
             if tool.health:
-                argv.append(f"--config={JUPYTER_CONFIG}")
+                # The manifest may name {runtime_dir}/jupyter_server_config.py itself; either way
+                # Jupyter loads our static file (copied there, so the user can always read it).
+                if not any(arg.startswith("--config=") for arg in argv):
+                    argv.append(f"--config={jupyter_config}")
                 program_env["MLWS_JUPYTER_SETTINGS"] = jupyter_settings
                 if settings.auth_mode == "hub":
                     program_env["JUPYTERHUB_API_TOKEN"] = settings.hub_api_token or ""

@@ -44,6 +44,13 @@ def unprivileged_user() -> str | None:
     return name
 
 
+def checkout_readable_by(user: str | None) -> bool:
+    if user is None:
+        return True
+    probe = os.path.join(REPO, "runtime", "launch.py")
+    return subprocess.run(["runuser", "-u", user, "--", "test", "-r", probe]).returncode == 0
+
+
 def shared_tempdir(prefix: str) -> str:
     """A temp folder the dropped user may use (mkdtemp makes 0700 folders owned by root)."""
     path = tempfile.mkdtemp(prefix=prefix)
@@ -60,11 +67,12 @@ def runtime_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         "MAX_NUM_THREADS": "2",
         "INCLUDE_TUTORIALS": "true",
     }
+    user = unprivileged_user()
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    else:
+    elif checkout_readable_by(user):
         env["PYTHONPATH"] = REPO
-    user = unprivileged_user()
+    # else: the venv's installed copy of mlws runs (scripts/install-deps installs one).
     if user:
         env["NB_USER"] = user
     env.update(extra or {})

@@ -1,0 +1,251 @@
+"""Pure parts of the runtime: settings, quoting, manifest checks, rendered configuration (checked
+by the real `nginx -t`), and the generator's real manifests in a dry run."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from runtime import login, manifest, nginx, settings
+from runtime.settings import SettingsError, auto_threads, cgroup_cpu_limit, normalise_base_url, parse_settings
+from tests.runtime_helpers import REPO, free_port, runtime_env, shared_tempdir
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, expected", [
+    ("/", ""), ("", ""), ("  /foo/ ", "/foo"), ("foo", "/foo"), ("/a//b/", "/a/b"),
+    ("/my ws/", "/my%20ws"), ("/ä", "/%C3%A4"), ("/a@b&c", "/a%40b%26c"), ("/x%20y", "/x%20y"),
+])
+def test_base_url_normalisation(raw, expected):
+    assert normalise_base_url(raw) == expected
+
+
+def test_defaults_fix_open_by_default():
+    result = parse_settings({}, cpu_count=4)
+    assert result.auth_mode == "token" and result.token is None and result.token_generated
+    assert result.port == 8080 and result.base_url == "" and not result.ssl_enabled
+    assert result.include_tutorials and result.cull_idle_seconds is None
+
+
+def test_basic_auth_alone_is_the_login():
+    result = parse_settings({"WORKSPACE_AUTH_USER": "u", "WORKSPACE_AUTH_PASSWORD": "p"})
+    assert result.auth_mode == "off" and not result.warnings
+
+
+def test_explicit_false_warns_loudly():
+    result = parse_settings({"AUTHENTICATE_VIA_JUPYTER": " False "})
+    assert result.auth_mode == "off"
+    assert any("OPEN" in warning for warning in result.warnings)
+
+
+def test_fixed_token_and_hub_mode():
+    assert parse_settings({"AUTHENTICATE_VIA_JUPYTER": "My-Token-1"}).token == "My-Token-1"
+    hub = parse_settings({"AUTHENTICATE_VIA_JUPYTER": "TRUE", "JUPYTERHUB_API_TOKEN": "x",
+                          "JUPYTERHUB_SERVICE_PREFIX": "/user/bob/", "WORKSPACE_BASE_URL": "/ignored"})
+    assert hub.auth_mode == "hub" and hub.base_url == "/user/bob"
+
+
+@pytest.mark.parametrize("word, expected", [("true", True), ("On", True), ("TRUE", True), ("off", False), ("False", False)])
+def test_ssl_flag_any_case(word, expected):
+    assert parse_settings({"WORKSPACE_SSL_ENABLED": word}).ssl_enabled is expected
+
+
+def test_all_errors_are_collected_with_name_value_and_expectation():
+    with pytest.raises(SettingsError) as error:
+        parse_settings({"WORKSPACE_PORT": "0", "MAX_NUM_THREADS": "many", "WORKSPACE_SSL_ENABLED": "yesplease",
+                        "NB_UMASK": "0o22"})
+    problems = error.value.problems
+    assert len(problems) == 4
+    assert "WORKSPACE_PORT='0': expected a port number 1-65535" in problems
+    assert any(p.startswith("MAX_NUM_THREADS='many'") for p in problems)
+
+
+def test_threads_and_their_variables():
+    assert parse_settings({"MAX_NUM_THREADS": "6", "MKL_NUM_THREADS": "1"}).thread_env == {
+        name: "6" for name in settings.THREAD_VARIABLES if name != "MKL_NUM_THREADS"
+    }
+    assert auto_threads(4, None) == 4
+    assert auto_threads(16, None) == 15
+    assert auto_threads(64, None) == 32
+    assert auto_threads(16, 2.0) == 2
+    assert auto_threads(16, 1.5) == 2
+    assert auto_threads(None, None) == 4
+
+
+def test_cgroup_quotas_v2_and_v1(tmp_path):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("300000 100000\n")
+    assert cgroup_cpu_limit(str(v2)) == 3.0
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(str(v2)) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu,cpuacct").mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("50000\n")
+    (v1 / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(str(v1)) == 0.5
+    (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_limit(str(v1)) is None
+    assert parse_settings({}, cpu_count=8, cgroup_limit=0.5).max_num_threads == 1
+
+
+def test_kernel_culling():
+    assert parse_settings({"SHUTDOWN_INACTIVE_KERNELS": "true"}).cull_idle_seconds == 48 * 3600
+    assert parse_settings({"SHUTDOWN_INACTIVE_KERNELS": "600"}).cull_idle_seconds == 600
+    assert parse_settings({"SHUTDOWN_INACTIVE_KERNELS": "false"}).cull_idle_seconds is None
+
+
+# --- quoting ----------------------------------------------------------------------------------
+
+def test_nginx_string_escapes_and_refuses_control_characters():
+    assert nginx.nginx_string('a"b\\c $x;{}') == '"a\\"b\\\\c $x;{}"'
+    for bad in ("a\nb", "a\rb", "a\x00b", "a\tb"):
+        with pytest.raises(nginx.ConfigValueError):
+            nginx.nginx_string(bad)
+
+
+def test_regex_literal_matches_only_itself():
+    for text in ['to"k en@&$x\\y;{}', "a.b*c+d?", "(x)|[y]^$"]:
+        pattern = re.compile("^" + nginx.regex_literal(text) + "$")
+        assert pattern.match(text)
+        assert not pattern.match(text + "x")
+        assert not pattern.match(text.upper() if text.upper() != text else text + "!")
+
+
+def test_login_helpers():
+    assert login.strip_token("/lab?a=1&token=x&b=2") == "/lab?a=1&b=2"
+    assert login.strip_token("/lab?token=x") == "/lab"
+    assert login.strip_token("/lab?tok%65n=x") == "/lab"
+    assert login.safe_next("/base/lab?x", "/base") == "/base/lab?x"
+    for bad in ("//evil.example/", "https://evil.example/", "/other/", "/base/\\evil", "/base/x\r\nSet-Cookie: a=b"):
+        assert login.safe_next(bad, "/base") == "/base/"
+
+
+# --- manifest ---------------------------------------------------------------------------------
+
+def write(tmp_path, data) -> str:
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def fixture_manifest() -> dict:
+    return json.load(open(os.path.join(REPO, "tests", "fixtures", "runtime-manifest.json")))
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(schema=2), "schema: expected 1"),
+    (lambda d: d["tools"][0].update(port="80"), "tools[0] (files).port: expected int"),
+    (lambda d: d["tools"][0]["processes"][0].update(command=["x", "{nope}"]), "unknown placeholder {nope}"),
+    (lambda d: d["tools"][2].update(health=False), "exactly one tool with \"health\": true"),
+    (lambda d: d["tools"][1].update(port=18600), "18600 is also the port of"),
+    (lambda d: d["tools"][0]["route"].update(prefix="/tools/x"), "route.prefix: expected a path like"),
+])
+def test_manifest_errors_name_the_file_and_key(tmp_path, mutate, message):
+    data = fixture_manifest()
+    mutate(data)
+    with pytest.raises(manifest.ManifestError) as error:
+        manifest.load_manifest(write(tmp_path, data))
+    assert message in str(error.value)
+    assert str(tmp_path / "m.json") in str(error.value)
+
+
+def test_manifest_lookup_order(tmp_path):
+    path = write(tmp_path, fixture_manifest())
+    assert manifest.find_manifest(path, None, {}) == path
+    assert manifest.find_manifest(None, None, {"MLWS_MANIFEST": path}) == path
+    (tmp_path / "flv").mkdir()
+    shutil.copy(path, tmp_path / "flv" / "test.manifest.json")
+    found = manifest.find_manifest(None, "test", {"MLWS_FLAVORS_DIR": str(tmp_path / "flv")})
+    assert found == str(tmp_path / "flv" / "test.manifest.json")
+    with pytest.raises(manifest.ManifestError, match="manifest not found"):
+        manifest.find_manifest(None, "nosuch", {})
+
+
+# --- rendered configuration, checked by nginx -------------------------------------------------
+
+def gateway_config(tmp_path, **changes) -> nginx.GatewayConfig:
+    base = dict(
+        runtime_dir=str(tmp_path), static_dir=os.path.join(REPO, "runtime", "static"), listen_address="127.0.0.1",
+        port=free_port(), base_url="/a%20b/c", auth_mode="token", cookie_name="mlws_session_1",
+        session_value="ab" * 32, gateway_secret="cd" * 32, token='t"ok en@&$x\\y;{}', htpasswd_file=None,
+        ssl_cert=None, ssl_key=None, login_port=free_port(), health_tool="jupyter",
+        upstreams=(nginx.Upstream("jupyter", 18600, "/", False, True, True),
+                   nginx.Upstream("my-tool", 18601, "/tools/my-tool/", True, True, True),
+                   nginx.Upstream("gone", 18602, "/tools/gone/", True, True, False)),
+    )
+    base.update(changes)
+    return nginx.GatewayConfig(**base)
+
+
+@pytest.mark.parametrize("mode", ["token", "off", "hub"])
+def test_rendered_nginx_config_is_valid(tmp_path, mode):
+    (tmp_path / "nginx" / "tmp").mkdir(parents=True)
+    conf = nginx.render_nginx_conf(gateway_config(tmp_path, auth_mode=mode))
+    (tmp_path / "nginx" / "nginx.conf").write_text(conf)
+    result = subprocess.run([NGINX, "-t", "-p", str(tmp_path / "nginx"), "-c", str(tmp_path / "nginx" / "nginx.conf"), "-e", "stderr"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + conf
+
+
+def test_rendered_config_refuses_unsafe_values(tmp_path):
+    with pytest.raises(nginx.ConfigValueError):
+        nginx.render_nginx_conf(gateway_config(tmp_path, token="a\nb"))
+    with pytest.raises(nginx.ConfigValueError):
+        nginx.render_nginx_conf(gateway_config(tmp_path, runtime_dir="/tmp/x y"))
+    with pytest.raises(nginx.ConfigValueError):
+        nginx.render_nginx_conf(gateway_config(tmp_path, base_url="/a b"))
+    with pytest.raises(nginx.ConfigValueError):
+        nginx.render_nginx_conf(gateway_config(tmp_path, session_value="not-hex"))
+
+
+def test_supervisor_config_holds_no_values_from_the_environment(tmp_path):
+    from runtime.supervisor import Program, render_supervisor_conf
+
+    text = render_supervisor_conf(str(tmp_path), "/usr/bin/python3", [Program("jupyter-server", str(tmp_path / "p.json"))])
+    assert "command=/usr/bin/python3 -m runtime.launch " in text
+    with pytest.raises(ValueError):
+        render_supervisor_conf("/tmp/a%b", "/usr/bin/python3", [])
+    with pytest.raises(ValueError):
+        render_supervisor_conf(str(tmp_path), "/usr/bin/python3", [Program("bad name", str(tmp_path / "p.json"))])
+
+
+# --- the generator's real manifests -----------------------------------------------------------
+
+REAL_MANIFESTS = sorted(
+    name[: -len(".manifest.json")]
+    for name in (os.listdir(os.path.join(REPO, "flavors")) if os.path.isdir(os.path.join(REPO, "flavors")) else [])
+    if name.endswith(".manifest.json")
+)
+
+
+@pytest.mark.parametrize("flavor", REAL_MANIFESTS or ["minimal"])
+def test_real_flavor_manifest_loads_and_renders(flavor):
+    folder = shared_tempdir(f"mlws-dry-{flavor}-")
+    try:
+        env = runtime_env({"AUTHENTICATE_VIA_JUPYTER": "dry-run-token", "MLWS_FLAVORS_DIR": os.path.join(REPO, "flavors")})
+        runtime_dir = os.path.join(folder, "run")
+        result = subprocess.run(
+            [sys.executable, "-m", "runtime", "start", "--flavor", flavor, "--port", str(free_port()), "--bind", "127.0.0.1",
+             "--runtime-dir", runtime_dir, "--workspace-dir", os.path.join(folder, "ws"), "--dry-run"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"mlws workspace ({flavor} flavor)" in result.stdout
+        nginx_dir = os.path.join(runtime_dir, "nginx")
+        check = subprocess.run([NGINX, "-t", "-p", nginx_dir, "-c", os.path.join(nginx_dir, "nginx.conf"), "-e", "stderr"],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        conf = open(os.path.join(runtime_dir, "supervisord.conf")).read()
+        assert "[program:jupyter-" in conf and "[program:gateway]" in conf
+        assert os.path.isfile(os.path.join(runtime_dir, "jupyter_server_config.py"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Placeholders the runtime substitutes in process commands and env values (docs/architecture.md).
-PLACEHOLDERS = ("base_url", "home", "port", "prefix", "runtime_dir", "tool_dir", "workspace")
+PLACEHOLDERS = ("base_url", "home", "port", "prefix", "runtime_dir", "tool_dir", "user", "workspace")
 # Placeholders that only make sense for a tool with a `port` (and so a route).
 PORT_PLACEHOLDERS = ("port", "prefix")
 

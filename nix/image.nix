@@ -101,15 +101,18 @@ pkgs.dockerTools.buildLayeredImage {
   ];
 
   # extraCommands runs unprivileged inside the customisation layer's root: relative paths.
+  # tmp and var/tmp are world-writable with the sticky bit, as on any Linux system; run belongs to
+  # the user, who starts every service (pid files, sockets, or linking a GPU host's injected
+  # driver libraries into /run/opengl-driver/lib).
   extraCommands = ''
-    mkdir -p tmp .${workspace} .${home}
-    chmod 1777 tmp
+    mkdir -p tmp var/tmp run .${workspace} .${home}
+    chmod 1777 tmp var/tmp
   '';
 
   # fakeRootCommands runs under fakeroot after extraCommands, in the same folder; the ownership it
   # sets is recorded in the layer.
   fakeRootCommands = ''
-    chown -R ${toString uid}:${toString gid} .${workspace} .${home}
+    chown -R ${toString uid}:${toString gid} .${workspace} .${home} ./run
   '';
 
   config = {

@@ -333,10 +333,10 @@ def test_images_create_the_workspace_user_and_folders(packages: dict, flavors: d
             args = image_call(packages, system, flavors[name])
             # extraCommands runs in the layer's root without privileges: relative paths only.
             extra = args["extraCommands"]
-            assert "chmod 1777 tmp" in extra
+            assert "chmod 1777 tmp var/tmp" in extra
             assert re.search(r"mkdir -p .*\./workspace", extra) and re.search(r"\./home/workspace", extra)
             assert not re.search(r"(^|\s)/(tmp|workspace|home)", extra)
-            assert "chown -R 1000:1000 ./workspace ./home/workspace" in args["fakeRootCommands"]
+            assert "chown -R 1000:1000 ./workspace ./home/workspace ./run" in args["fakeRootCommands"]
 
 
 def test_gpu_image_uses_cuda_builds_and_the_host_driver(packages: dict, flavors: dict):

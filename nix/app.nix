@@ -53,7 +53,12 @@ poetry2nixForPkgs.mkPoetryApplication {
   projectDir = src;
   inherit pyproject poetrylock;
   python = pkgs.python3;
-  overrides = poetry2nixForPkgs.overrides.withDefaults fromNixpkgs;
+  # Applied in order: poetry2nix's fix-ups for what it builds itself, then ours last, so the
+  # nixpkgs packages are used untouched (and found in the binary cache).
+  overrides = [
+    poetry2nixForPkgs.defaultPoetryOverrides
+    fromNixpkgs
+  ];
   checkGroups = [ ];
   meta.mainProgram = "mlws";
 }

@@ -77,12 +77,17 @@
                   value = pkgs.runCommand "python3-${p.name}-${p.version}-from-pypi" { } "poetry2nix fetch-from-pypi ${p.name}";
                 }) mainPackages
               );
-              overlays = builtins.filter builtins.isFunction (
+              givenOverrides =
                 let
                   given = attrs.overrides or [ defaultPoetryOverrides ];
                 in
-                if builtins.isList given then given else [ given ]
-              );
+                if builtins.isList given then given else [ given ];
+              badOverrides = builtins.filter (o: !(builtins.isFunction o || o == defaultPoetryOverrides)) givenOverrides;
+              overlays =
+                if badOverrides != [ ] then
+                  throw "stand-in poetry2nix: mkPoetryApplication: overrides must be overlays (final: prev: { ... }) or defaultPoetryOverrides"
+                else
+                  builtins.filter builtins.isFunction givenOverrides;
               pythonSet = builtins.foldl' (prev: overlay: prev // overlay pythonSet prev) fromPypi overlays;
               app = pkgs.runCommand "${poetry.name}-${poetry.version}" {
                 nativeBuildInputs = [ python ];

@@ -50,8 +50,10 @@ let
     );
 in
 poetry2nixForPkgs.mkPoetryApplication {
+  # `src` given explicitly: it is already filtered (nix/source.nix), so poetry2nix's own
+  # cleanPythonSources, meant for a plain folder, is not needed.
   projectDir = src;
-  inherit pyproject poetrylock;
+  inherit src pyproject poetrylock;
   python = pkgs.python3;
   # Applied in order: poetry2nix's fix-ups for what it builds itself, then ours last, so the
   # nixpkgs packages are used untouched (and found in the binary cache).

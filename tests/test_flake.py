@@ -460,6 +460,10 @@ def test_mlws_app_is_built_by_poetry2nix_from_the_project(packages: dict):
         assert call["fn"] == "poetry2nix.mkPoetryApplication"
         assert call["args"]["python"].startswith("python3-3.13")
         assert call["args"]["checkGroups"] == []
+        # The filtered source: the app's files, not the tests, Nix files or docs.
+        assert call["args"]["src"].endswith("-mlws-app-source") and call["args"]["src"] == call["args"]["projectDir"]
+        present = {p.name for p in Path(call["args"]["src"]).iterdir()}
+        assert present == {"pyproject.toml", "poetry.lock", "README.md", "generator", "runtime"}
         assert call["project"]["name"] == project["name"] and call["project"]["version"] == project["version"]
         assert call["project"]["scripts"]["mlws"] == project["scripts"]["mlws"]
         # Every locked main dependency comes from nixpkgs, none from poetry2nix's PyPI fetcher.

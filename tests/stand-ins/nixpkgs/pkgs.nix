@@ -48,7 +48,8 @@ let
     args = describe args;
   };
 
-  # Seed of a builder result: its arguments minus functions and derivations (those go in deps).
+  # Seed of a builder result: its arguments with derivations as attribute paths (their outPaths
+  # enter the identity through `deps`).
   seedOf = args: builtins.toJSON (describe args);
 
   cudaPackages = builtins.listToAttrs (

@@ -110,6 +110,7 @@
                     fn = "poetry2nix.mkPoetryApplication";
                     args = {
                       projectDir = toString projectDir;
+                      src = toString (attrs.src or projectDir);
                       python = python.name;
                       groups = attrs.groups or [ ];
                       checkGroups = attrs.checkGroups or [ "dev" ];

@@ -471,9 +471,13 @@ def _spec_files(root: Path, folder: str, errors: list[SpecError]) -> list[tuple[
         return []
     found = []
     for path in sorted(directory.iterdir(), key=lambda p: p.name):
-        if path.suffix != ".toml" or path.name.startswith("."):
+        if path.name.startswith("."):
             continue
         file = f"{folder}/{path.name}"
+        if path.suffix != ".toml" or not path.is_file():
+            # A typo such as "vnc.tml" would otherwise drop a tool without a word.
+            errors.append(SpecError(file, "", f"only <name>.toml files in {folder}", f'"{path.name}"'))
+            continue
         if not NAME_RE.match(path.stem):
             errors.append(SpecError(file, "", "a file name matching [a-z][a-z0-9-]*.toml", f'"{path.name}"'))
             continue

@@ -5,8 +5,8 @@
 # ("Generated Nix shapes").
 #
 # Arguments (an attribute set):
-#   lib         nixpkgs' `lib` (uses: hasSuffix, removeSuffix, filterAttrs, mapAttrs', nameValuePair,
-#               unique, concatMap, subtractLists)..
+#   lib         nixpkgs' `lib` (uses: hasSuffix, removeSuffix, filterAttrs, unique, concatMap,
+#               subtractLists).
 #   modulesDir  path of the folder of generated tool modules (`modules/`): every `<tool>.nix` in it is
 #               a function `{ pkgs }: { name, packages, pythonPackages, needs, env }`.
 #   flavorsDir  path of the folder of generated flavor files (`flavors/`): every `<flavor>.nix` in it

@@ -382,17 +382,13 @@ class Runtime:
         return status
 
 
-def manifest_with_tool(name: str, port: int, flavor: str = "minimal") -> dict:
-    """The flavor's manifest plus a named tool with no process of its own (we run its server):
-    the gateway proxies /tools/<name>/ to 127.0.0.1:<port> like any named tool."""
+def manifest_with_tools(tools: list[dict], flavor: str = "minimal") -> dict:
+    """The flavor's manifest with `tools` added (or replacing tools of the same name)."""
     with open(manifest_path(flavor)) as handle:
         manifest = json.load(handle)
-    manifest["tools"].append({
-        "name": name, "description": "benchmark tool served by the harness", "port": port, "health": False,
-        "route": {"prefix": f"/tools/{name}/", "strip_prefix": True, "websockets": True},
-        "env": {}, "processes": [], "menu": [],
-    })
-    manifest["tools"].sort(key=lambda tool: tool["name"])
+    names = {tool["name"] for tool in tools}
+    manifest["tools"] = sorted([t for t in manifest["tools"] if t["name"] not in names] + tools,
+                               key=lambda tool: tool["name"])
     return manifest
 
 
@@ -528,3 +524,152 @@ def run_wrk(url: str, headers: dict[str, str], connections: int, seconds: float,
         "errors": raw["errors"],
         "status_errors": raw["status_errors"],
     }
+
+
+# ---- a recording backend (the marker the security tests check) --------------------------------
+
+class RecordingServer:
+    """A tiny HTTP server on 127.0.0.1 that answers every request (any method, websocket
+    upgrades included) with 200 "BACKEND REACHED" and records it: the marker a request leaves
+    when it got past the gateway."""
+
+    def __init__(self, name: str, port: int = 0, record_file: str | None = None):
+        import http.server
+        import threading
+
+        self.name = name
+        self.requests: list[dict] = []
+        self.record_file = record_file
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                record = {"method": self.command, "path": self.path, "headers": dict(self.headers)}
+                recorder.requests.append(record)
+                if recorder.record_file:
+                    with open(recorder.record_file, "a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                body = b"BACKEND REACHED: " + recorder.name.encode() + b"\n"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = do_HEAD = do_PROPFIND = _any
+
+        self.server = http.server.ThreadingHTTPServer((LOOPBACK, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def recording_tool(name: str, port: int, folder: str) -> tuple[dict, str]:
+    """A manifest tool whose one process is a RecordingServer (this file, copied into `folder` so the
+    runtime's unprivileged user can run it). Returns (tool, the file its requests are recorded in)."""
+    script = os.path.join(folder, "recording_server.py")
+    if not os.path.exists(script):
+        shutil.copyfile(os.path.abspath(__file__), script)
+        os.chmod(script, 0o644)
+    record_file = os.path.join(folder, f"recorded-{name}.jsonl")
+    open(record_file, "a").close()
+    chown_tree(folder)
+    tool = {
+        "name": name, "description": f"recording server standing in for {name}", "port": port, "health": False,
+        "route": {"prefix": f"/tools/{name}/", "strip_prefix": True, "websockets": True}, "env": {}, "menu": [],
+        "processes": [{"name": "server", "command": [sys.executable, script, "record-server", "{port}", name, record_file],
+                       "env": {}, "ready": {"tcp": port}}],
+    }
+    return tool, record_file
+
+
+def recorded(record_file: str) -> list[dict]:
+    with open(record_file) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def static_tool(name: str, port: int, base_dir: str) -> dict:
+    """A manifest tool whose process is nginx serving the 1 KiB page (the benchmark's named tool)."""
+    folder = os.path.join(base_dir, f"{name}-nginx")
+    root = os.path.join(folder, "root")
+    os.makedirs(os.path.join(folder, "tmp"), exist_ok=True)
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "index.html"), "w") as handle:
+        handle.write(TOOL_PAGE[:1024])
+    conf = os.path.join(folder, "nginx.conf")
+    with open(conf, "w") as handle:
+        handle.write(NGINX_COMMON.format(dir=folder, body=f"""
+    server {{
+        listen {LOOPBACK}:{port};
+        keepalive_requests 100000;
+        root {root};
+    }}"""))
+    chown_tree(folder)
+    return {
+        "name": name, "description": "1 KiB static page served by nginx", "port": port, "health": False,
+        "route": {"prefix": f"/tools/{name}/", "strip_prefix": True, "websockets": True}, "env": {}, "menu": [],
+        "processes": [{"name": "server", "command": ["nginx", "-p", folder, "-c", conf, "-e",
+                                                     os.path.join(folder, "error.log"), "-g", "daemon off;"],
+                       "env": {}, "ready": {"tcp": port}}],
+    }
+
+
+# ---- a raw HTTP client: the exact request line and headers, nothing normalised -----------------
+
+def raw_request(port: int, method: str, target: str, headers: dict[str, str] | None = None,
+                body: bytes = b"", timeout: float = 10.0) -> tuple[int, bytes, float]:
+    """Send one request as written (no client-side path normalisation); return (status, head+body
+    start, seconds). Status 0: the connection closed without a status line."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {LOOPBACK}:{port}", "Connection: close"]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    start = time.monotonic()
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while len(received) < 65536:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                raise TimeoutError(f"{method} {target}: no complete answer within {timeout}s")
+            if not chunk:
+                break
+            received += chunk
+            if b"\r\n\r\n" in received and (method == "HEAD" or received.startswith(b"HTTP/1.1 101")):
+                break
+    took = time.monotonic() - start
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", received)
+    return (int(match.group(1)) if match else 0), received[:2000], took
+
+
+def _record_server_main(argv: list[str]) -> int:
+    port, name, record_file = int(argv[0]), argv[1], argv[2]
+    server = RecordingServer(name, port, record_file)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "record-server":
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        sys.exit(_record_server_main(sys.argv[2:]))
+    print("usage: harness.py record-server PORT NAME RECORD_FILE", file=sys.stderr)
+    sys.exit(2)

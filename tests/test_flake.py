@@ -255,13 +255,18 @@ def test_flake_check_evaluates_every_output_of_every_system(nix: Nix):
 
 
 def test_every_output_has_a_well_formed_derivation(packages: dict, shells: dict, checks: dict, apps: dict, nix: Nix):
-    formatters = nix.eval_json("formatter", "builtins.mapAttrs (s: d: { drvPath = d.drvPath; attr = d.standInAttrPath; })")
+    formatters = nix.eval_json(
+        "formatter", "builtins.mapAttrs (s: d: { drvPath = d.drvPath; attr = d.standInAttrPath; call = d.standInCall; })"
+    )
     for system in SYSTEMS:
         for kind, outputs in (("packages", packages), ("devShells", shells), ("checks", checks)):
             for name, drv in outputs[system].items():
                 assert drv["drvPath"].endswith(".drv") and STORE_PATH.match(drv["drvPath"]), (kind, name, drv["drvPath"])
                 assert STORE_PATH.match(drv["out"]), (kind, name)
-        assert formatters[system]["attr"] == "nixfmt"
+        assert formatters[system]["attr"] == "nixfmt-tree"
+        # Generated files stay as the generator writes them.
+        excludes = formatters[system]["call"]["args"]["settings"]["formatter"]["nixfmt"]["excludes"]
+        assert set(excludes) == {"modules/*.nix", "flavors/*.nix"}
         assert STORE_PATH.match(formatters[system]["drvPath"])
         mlws_out = packages[system]["mlws"]["out"]
         for app in ("mlws", "default"):

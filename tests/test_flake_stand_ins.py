@@ -157,7 +157,7 @@ def test_nixpkgs_stand_in_offers_exactly_the_known_attributes(nix: Nix):
     }"""))
     infrastructure = {
         "lib", "config", "stdenv", "python3", "python313", "python3Packages", "python313Packages",
-        "cudaPackages", "cudaPackages_12", "dockerTools", "fakeNss", "mkShell", "runCommand", "nixfmt",
+        "cudaPackages", "cudaPackages_12", "dockerTools", "fakeNss", "mkShell", "runCommand", "nixfmt", "nixfmt-tree",
     }
     top_known = {name for name in known["nixpkgs"] if "." not in name}
     sets = {name.split(".")[0] for name in known["nixpkgs"] if "." in name}

@@ -38,6 +38,7 @@ let
     "mkShell"
     "runCommand"
     "nixfmt"
+    "nixfmt-tree"
   ];
 
   cudaSupport = config.cudaSupport or false;
@@ -173,8 +174,28 @@ let
   setNames = lib.unique (map (name: builtins.head (pathOf name)) nestedNames);
   clashes = builtins.filter (name: builtins.elem name infrastructure) (topNames ++ setNames);
 
+  nixfmt = mkPackage "" (_: null) "nixfmt" { license = "mpl20"; };
+
+  # pkgs/by-name/ni/nixfmt-tree: treefmt configured for nixfmt; `.override` takes settings
+  # (treefmt configuration, merged as modules), runtimeInputs and nixfmtPackage.
+  nixfmtTreeWith =
+    args:
+    mkFake {
+      attrPath = "nixfmt-tree";
+      pname = "nixfmt-tree";
+      deps = [ nixfmt ];
+      seed = builtins.toJSON (describe args);
+      mainProgram = "treefmt";
+      passthru = {
+        override = newArgs: nixfmtTreeWith (args // checkArgs "nixfmt-tree.override" [ "settings" "runtimeInputs" "nixfmtPackage" ] [ ] newArgs);
+        standInCall = record "nixfmt-tree" args;
+        standInArgs = args;
+      };
+    };
+
   top = mkSet "" topNames catalog.top // {
-    nixfmt = mkPackage "" (_: null) "nixfmt" { license = "mpl20"; };
+    inherit nixfmt;
+    nixfmt-tree = nixfmtTreeWith { };
   };
   nestedSets = builtins.listToAttrs (
     map (

@@ -1,5 +1,9 @@
 # Strict stand-in for github:NixOS/nixpkgs (release 26.05), for evaluating mlws' flake offline:
 #   nix eval --override-input nixpkgs path:/abs/tests/stand-ins/nixpkgs ...
+# It needs a copy of the project's spec/known-attributes.toml next to this file (the package names
+# it offers; a flake's source is copied to the store alone, so it cannot read ../../../spec):
+#   cp spec/known-attributes.toml tests/stand-ins/nixpkgs/   (tests/test_flake.py does this in a
+#   temporary copy of the stand-ins).
 # It offers `lib` and `legacyPackages.<system>` like the real flake, and `import nixpkgs { ... }`
 # works on it (default.nix). It has only attributes and arguments the real nixpkgs has, throws on
 # unfree packages without config.allowUnfree, and records every builder call in

@@ -385,11 +385,12 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
 
     programs: list[Program] = []
 
-    def add_program(name: str, argv: list[str], program_env: dict[str, str], priority: int, cwd: str) -> None:
+    def add_program(name: str, argv: list[str], program_env: dict[str, str], priority: int, cwd: str,
+                    oneshot: bool = False) -> None:
         spec_file = os.path.join(runtime_dir, "programs", f"{name}.json")
         spec = {"argv": argv, "env": program_env, "cwd": cwd, "umask": settings.nb_umask}
         write_private(spec_file, json.dumps(spec, indent=2, sort_keys=True) + "\n")
-        programs.append(Program(name, spec_file, priority))
+        programs.append(Program(name, spec_file, priority, oneshot))
 
     add_program(
         "gateway",
@@ -462,6 +463,27 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
                 program_env.pop("JUPYTERHUB_API_TOKEN", None)
             add_program(f"{tool.name}-{process.name}", argv, program_env, 300, workspace_dir)
 
+    # The manifest's readiness checks, watched by a one-shot program that reports when all pass.
+    checks = []
+    for tool in tools:
+        if not available[tool.name]:
+            continue
+        for process in tool.processes:
+            ready = process.ready or {}
+            name = f"{tool.name}-{process.name}"
+            if "tcp" in ready:
+                checks.append({"name": name, "tcp": ready["tcp"]})
+            elif "http" in ready and tool.port:
+                # A backend that sees full paths (no prefix stripping) lives under the base URL.
+                under_base = tool.route is not None and not tool.route.strip_prefix
+                checks.append({"name": name, "port": tool.port,
+                               "path": (settings.base_url if under_base else "") + ready["http"]})
+    ready_file = os.path.join(runtime_dir, "ready.json")
+    write_private(ready_file, json.dumps({"checks": checks, "timeout": 600, "url": public_url(settings, options)}))
+    add_program("ready", [sys.executable, "-m", "runtime.ready", ready_file],
+                {"PATH": path_env, "HOME": user.pw_dir, "PYTHONPATH": os.path.dirname(PACKAGE_DIR)}, 900, runtime_dir,
+                oneshot=True)
+
     menu = []
     for tool in tools:
         for entry in tool.menu:
@@ -508,10 +530,14 @@ def supervisor_command(path_env: str) -> list[str]:
         return [found]
 
 
-def print_banner(settings: Settings, options: StartOptions, token, manifest, tools, available) -> None:
+def public_url(settings: Settings, options: StartOptions) -> str:
     scheme = "https" if settings.ssl_enabled else "http"
     host = "localhost" if options.bind in ("0.0.0.0", "::", "127.0.0.1") else options.bind
-    url = f"{scheme}://{host}:{settings.port}{settings.base_url}/"
+    return f"{scheme}://{host}:{settings.port}{settings.base_url}/"
+
+
+def print_banner(settings: Settings, options: StartOptions, token, manifest, tools, available) -> None:
+    url = public_url(settings, options)
     lines = ["", "=" * 72, f"  mlws workspace ({manifest.flavor or 'custom'} flavor)"]
     if settings.auth_mode == "token":
         lines.append(f"  Open the workspace: {url}?token={urllib_quote(token)}")

@@ -14,6 +14,7 @@ class Program:
     name: str  # "<tool>-<process>" or one of the runtime's own ("gateway", "login")
     spec_file: str  # the program's JSON for runtime.launch
     priority: int = 500
+    oneshot: bool = False  # runs once to completion; never restarted
 
 
 def render_supervisor_conf(runtime_dir: str, python: str, programs: list[Program], log_to_stdout: bool = True) -> str:
@@ -50,8 +51,8 @@ def render_supervisor_conf(runtime_dir: str, python: str, programs: list[Program
             f"command={py} -m runtime.launch {spec}",
             f"priority={int(program.priority)}",
             "autostart=true",
-            "autorestart=true",
-            "startsecs=1",
+            "autorestart=false" if program.oneshot else "autorestart=true",
+            "startsecs=0" if program.oneshot else "startsecs=1",
             "startretries=20",
             "stopsignal=TERM",
             "stopwaitsecs=3",

@@ -66,6 +66,15 @@ def test_generated_token_printed_once_with_url(ws):
     assert "tool ghost skipped: `mlws-no-such-program` is not on PATH" in text
 
 
+def test_readiness_of_every_tool_is_reported_once(ws):
+    deadline = time.monotonic() + 60
+    while "mlws: workspace ready" not in ws.text() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    line = next(line for line in ws.text().splitlines() if "mlws: workspace ready" in line)
+    assert "(2 checks passed" in line  # jupyter-server (http) and files-http (http); ghost is skipped
+    assert "not ready after" not in ws.text()
+
+
 def test_base_url_is_normalised_and_quoted(ws_base):
     assert ws_base.base == "/my%20ws/lab-x"
     assert f"127.0.0.1:{ws_base.port}/my%20ws/lab-x/?token=" not in ws_base.text()  # bound to 127.0.0.1, shown as localhost

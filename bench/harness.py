@@ -139,11 +139,42 @@ def stop(proc: Proc, timeout: float = 10.0) -> None:
         proc.popen.wait(5)
 
 
-class ProcessGroup(contextlib.AbstractContextManager):
-    """Processes stopped in reverse start order on exit."""
+def processes_using(folder: str) -> list[int]:
+    """Pids (not ours) whose command line, working folder or open files are inside `folder`."""
+    found = []
+    folder = folder.rstrip("/") + "/"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            paths = [cmdline, os.readlink(f"/proc/{entry}/cwd") + "/"]
+            paths += [os.readlink(f"/proc/{entry}/fd/{fd}") for fd in os.listdir(f"/proc/{entry}/fd")]
+        except OSError:
+            continue
+        if any(folder in path or path.startswith(folder) for path in paths):
+            found.append(int(entry))
+    return found
 
-    def __init__(self):
+
+def kill_strays(folder: str) -> list[int]:
+    """SIGKILL processes left behind in `folder` (e.g. orphaned workers); returns their pids."""
+    pids = processes_using(folder)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+class ProcessGroup(contextlib.AbstractContextManager):
+    """Processes stopped in reverse start order on exit; then strays in `folder` are killed and the
+    folder removed (kept when MLWS_KEEP_FILES is set, for looking at logs)."""
+
+    def __init__(self, folder: str | None = None):
         self.procs: list[Proc] = []
+        self.folder = folder
+        self.strays: list[int] = []
 
     def add(self, proc: Proc) -> Proc:
         self.procs.append(proc)
@@ -152,6 +183,10 @@ class ProcessGroup(contextlib.AbstractContextManager):
     def __exit__(self, *exc):
         for proc in reversed(self.procs):
             stop(proc)
+        if self.folder:
+            self.strays = kill_strays(self.folder)
+            if not os.environ.get("MLWS_KEEP_FILES"):
+                shutil.rmtree(self.folder, ignore_errors=True)
         return False
 
 

@@ -121,7 +121,7 @@ def workspace():
             markers[tool["name"]] = FileMarker(tool["name"], port, record_file)
     any_port = h.RecordingServer("any-port")
     markers["port"] = any_port
-    group = h.ProcessGroup()
+    group = h.ProcessGroup(base_dir)
     try:
         rt = h.start_runtime(group, base_dir, h.free_port(), token=TOKEN,
                              tools=",".join(["jupyter", *(t["name"] for t in replacements)]),

@@ -6,7 +6,9 @@ configuration was written. (The spec-file corpus is tests/bad-specs/, run by the
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -67,8 +69,15 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("case,env,variable", CASES, ids=[case[0] for case in CASES])
-def test_bad_environment_value_stops_start_up(case, env, variable, tmp_path):
+def test_bad_environment_value_stops_start_up(case, env, variable):
     folder = h.make_folder(f"mlws-test-bad-env-{case}-")
+    try:
+        check_refused(folder, env, variable, case)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_refused(folder: str, env: dict[str, str], variable: str, case: str) -> None:
     runtime_dir = os.path.join(folder, "run")
     port = h.free_port()
     environment = h.runtime_env("tok-" + "a" * 20, {"WORKSPACE_PORT": str(port)})
@@ -97,7 +106,8 @@ def test_port_in_use_stops_start_up():
     """WORKSPACE_PORT naming a port that is taken: refused up front, the other listener untouched."""
     folder = h.make_folder("mlws-test-bad-env-port-in-use-")
     runtime_dir = os.path.join(folder, "run")
-    with socket.socket() as taken:
+    with socket.socket() as taken, contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, folder, True)
         taken.bind((h.LOOPBACK, 0))
         taken.listen()
         port = taken.getsockname()[1]

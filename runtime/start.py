@@ -454,7 +454,7 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
                 if settings.cull_idle_seconds:
                     argv += [
                         f"--MappingKernelManager.cull_idle_timeout={settings.cull_idle_seconds}",
-                        "--MappingKernelManager.cull_interval=60",
+                        f"--MappingKernelManager.cull_interval={min(60, settings.cull_idle_seconds)}",
                         "--MappingKernelManager.cull_connected=False",
                         "--MappingKernelManager.cull_busy=False",
                     ]

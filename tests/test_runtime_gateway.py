@@ -34,7 +34,8 @@ def ws():
 @pytest.fixture(scope="module")
 def ws_base():
     workspace = Workspace(
-        env={"AUTHENTICATE_VIA_JUPYTER": NASTY_TOKEN, "WORKSPACE_BASE_URL": " /my ws/lab-x/ "},
+        env={"AUTHENTICATE_VIA_JUPYTER": NASTY_TOKEN, "WORKSPACE_BASE_URL": " /my ws/lab-x/ ",
+             "NOTEBOOK_ARGS": "--LabApp.default_url='/tree' --ServerApp.terminals_enabled=False"},
         name="base",
     ).start()
     yield workspace
@@ -236,6 +237,13 @@ def test_tool_path_without_slash_redirects(any_ws):
     port = any_ws.tool_ports["files"]
     answer = session.get(any_ws.url(f"{any_ws.base}/tools/{port}?y=2"), allow_redirects=False, timeout=10)
     assert answer.headers["Location"] == f"{any_ws.base}/tools/{port}/?y=2"
+
+
+def test_notebook_args_reach_jupyter(ws_base):
+    session = session_with_token(ws_base, NASTY_TOKEN)
+    answer = session.get(ws_base.url(ws_base.base + "/"), allow_redirects=False, timeout=10)
+    assert answer.status_code == 302 and answer.headers["Location"].rstrip("?") == ws_base.base + "/tree"
+    assert session.get(ws_base.url(ws_base.base + "/api/terminals"), timeout=10).status_code == 404
 
 
 def test_paths_outside_the_base_url_redirect_into_it(ws_base):

@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -22,7 +23,8 @@ BASIC_PASSWORD = 'p"a ss&@:$\\'
 
 @pytest.fixture(scope="module")
 def ws_basic():
-    workspace = Workspace(env={"WORKSPACE_AUTH_USER": BASIC_USER, "WORKSPACE_AUTH_PASSWORD": BASIC_PASSWORD},
+    workspace = Workspace(env={"WORKSPACE_AUTH_USER": BASIC_USER, "WORKSPACE_AUTH_PASSWORD": BASIC_PASSWORD,
+                               "SHUTDOWN_INACTIVE_KERNELS": "2"},
                           name="basic", manifest_tools=("files",)).start()
     yield workspace
     workspace.cleanup()
@@ -56,6 +58,21 @@ def test_basic_auth_session_keeps_xsrf(ws_basic):
     xsrf = session.cookies.get("_xsrf")
     ok = session.post(ws_basic.url("/api/contents"), json={"type": "file"}, headers={"X-XSRFToken": xsrf}, timeout=10)
     assert ok.status_code == 201
+
+
+def test_idle_kernels_are_shut_down(ws_basic):
+    session = requests.Session()
+    session.auth = (BASIC_USER, BASIC_PASSWORD)
+    session.get(ws_basic.url("/lab"), timeout=10)
+    headers = {"X-XSRFToken": session.cookies.get("_xsrf")}
+    kernel = session.post(ws_basic.url("/api/kernels"), json={"name": "python3"}, headers=headers, timeout=30).json()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ids = [k["id"] for k in session.get(ws_basic.url("/api/kernels"), timeout=10).json()]
+        if kernel["id"] not in ids:
+            break
+        time.sleep(0.5)
+    assert kernel["id"] not in ids, "the idle kernel was never culled"
 
 
 def test_no_auth_is_allowed_with_a_loud_warning():

@@ -249,3 +249,28 @@ def test_real_flavor_manifest_loads_and_renders(flavor):
         assert os.path.isfile(os.path.join(runtime_dir, "jupyter_server_config.py"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_tutorials_go_only_into_an_empty_work_folder():
+    folder = shared_tempdir("mlws-tutorials-")
+    try:
+        busy, empty = os.path.join(folder, "busy"), os.path.join(folder, "empty")
+        os.makedirs(busy)
+        os.makedirs(empty)
+        with open(os.path.join(busy, "mine.txt"), "w") as handle:
+            handle.write("user data")
+        if os.geteuid() == 0:
+            for path in (busy, empty):
+                shutil.chown(path, os.environ.get("NB_USER") or "mlws")
+        for work in (busy, empty):
+            result = subprocess.run(
+                [sys.executable, "-m", "runtime", "start", "--manifest", os.path.join(REPO, "tests", "fixtures", "runtime-manifest.json"),
+                 "--port", str(free_port()), "--bind", "127.0.0.1", "--runtime-dir", os.path.join(folder, "run"),
+                 "--workspace-dir", work, "--dry-run"],
+                env=runtime_env({"INCLUDE_TUTORIALS": "true"}), capture_output=True, text=True, timeout=60,
+            )
+            assert result.returncode == 0, result.stderr
+        assert sorted(os.listdir(busy)) == ["mine.txt"]
+        assert sorted(os.listdir(os.path.join(empty, "tutorials"))) == ["01-welcome.ipynb", "02-numbers-and-plots.ipynb"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

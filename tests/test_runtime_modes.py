@@ -15,7 +15,8 @@ import urllib3
 
 from tests.runtime_helpers import Workspace, free_port, runtime_env, shared_tempdir, unprivileged_user
 
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+# The TLS tests talk to a self-signed certificate on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 
 BASIC_USER = "ad@m"
 BASIC_PASSWORD = 'p"a ss&@:$\\'

@@ -166,6 +166,16 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
         "    default /;",
         "}",
     ]
+    # Tools with their own prefix: the raw rest after that many path segments.
+    for up in cfg.upstreams:
+        if up.strip_prefix and up.prefix != "/":
+            depth = (base + up.prefix.rstrip("/")).count("/")
+            http += [
+                f"map $request_uri $mlws_rest_{up.name.replace('-', '_')} {{",
+                f"    {nginx_string('~^(?:/[^/?]*){%d}(?<rest>/[^?]*)' % depth)} $rest;",
+                "    default /;",
+                "}",
+            ]
     if cfg.auth_mode == "hub":
         http += [
             f"proxy_cache_path {ngx}/hub-auth-cache levels=1 keys_zone=mlws_hub_auth:1m max_size=10m inactive=60s;",
@@ -284,7 +294,7 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
         if not up.available:
             body += ["default_type text/plain;", f'return 503 "{up.name} is not available in this workspace\\n";']
         elif up.strip_prefix:
-            body += [f"proxy_pass http://{upstream_name(up.name)}$mlws_tool_rest$is_args$args;"]
+            body += [f"proxy_pass http://{upstream_name(up.name)}$mlws_rest_{up.name.replace('-', '_')}$is_args$args;"]
         else:
             body += [f"proxy_pass http://{upstream_name(up.name)};"]
         server += location("^~ " + uri_path(prefix), body)

@@ -90,7 +90,11 @@ def write_manifest(folder: str, tools: tuple[str, ...] | None = None) -> tuple[s
         if tools is not None and tool["name"] not in tools and not tool.get("health"):
             continue
         if tool.get("port"):
+            old = tool["port"]
             tool["port"] = ports[tool["name"]] = free_port()
+            for process in tool["processes"]:
+                if (process.get("ready") or {}).get("tcp") == old:
+                    process["ready"]["tcp"] = tool["port"]
         kept.append(tool)
     data["tools"] = kept
     path = os.path.join(folder, "manifest.json")

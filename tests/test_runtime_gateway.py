@@ -72,7 +72,7 @@ def test_readiness_of_every_tool_is_reported_once(ws):
     while "mlws: workspace ready" not in ws.text() and time.monotonic() < deadline:
         time.sleep(0.3)
     line = next(line for line in ws.text().splitlines() if "mlws: workspace ready" in line)
-    assert "(2 checks passed" in line  # jupyter-server (http) and files-http (http); ghost is skipped
+    assert "(3 checks passed" in line  # jupyter-server, files-http (http), docs-http (tcp); ghost is skipped
     assert "not ready after" not in ws.text()
 
 
@@ -264,6 +264,17 @@ def test_named_tool_gets_the_path_without_prefix_and_encoded(any_ws):
     answer = session.get(any_ws.url(any_ws.base + "/tools/files/a%20b%252Fc.txt"), timeout=10)
     assert answer.status_code == 200
     assert answer.text == "encoded path arrived intact"
+
+
+def test_tool_with_its_own_prefix(any_ws):
+    with open(os.path.join(any_ws.workspace_dir, "doc.txt"), "w") as handle:
+        handle.write("custom prefix stripped")
+    session = session_with_token(any_ws, token_of(any_ws))
+    answer = session.get(any_ws.url(any_ws.base + "/shared/docs/doc.txt?v=1"), timeout=10)
+    assert answer.status_code == 200 and answer.text == "custom prefix stripped"
+    redirect = session.get(any_ws.url(any_ws.base + "/shared/docs"), allow_redirects=False, timeout=10)
+    assert redirect.headers["Location"] == any_ws.base + "/shared/docs/"
+    assert get(any_ws, any_ws.base + "/shared/docs/doc.txt").status_code == 401
 
 
 def test_any_internal_port_is_reachable_except_the_gateway(any_ws):

@@ -143,11 +143,11 @@ def fixture_manifest() -> dict:
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.update(schema=2), "schema: expected 1"),
-    (lambda d: d["tools"][0].update(port="80"), "tools[0] (files).port: expected int"),
-    (lambda d: d["tools"][0]["processes"][0].update(command=["x", "{nope}"]), "unknown placeholder {nope}"),
-    (lambda d: d["tools"][2].update(health=False), "exactly one tool with \"health\": true"),
-    (lambda d: d["tools"][1].update(port=18600), "18600 is also the port of"),
-    (lambda d: d["tools"][0]["route"].update(prefix="/tools/x"), "route.prefix: expected a path like"),
+    (lambda d: d["tools"][1].update(port="80"), "tools[1] (files).port: expected int"),
+    (lambda d: d["tools"][1]["processes"][0].update(command=["x", "{nope}"]), "unknown placeholder {nope}"),
+    (lambda d: d["tools"][3].update(health=False), "exactly one tool with \"health\": true"),
+    (lambda d: d["tools"][2].update(port=18600), "18600 is also the port of"),
+    (lambda d: d["tools"][1]["route"].update(prefix="/tools/x"), "route.prefix: expected a path like"),
 ])
 def test_manifest_errors_name_the_file_and_key(tmp_path, mutate, message):
     data = fixture_manifest()

@@ -26,6 +26,20 @@ from runtime.settings import Settings, SettingsError, cgroup_cpu_limit, parse_se
 from runtime.supervisor import Program, render_supervisor_conf
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def own_pythonpath() -> str:
+    """The import path of this process, for the runtime's own Python children.
+
+    Those children (supervisord, the login service, the readiness watcher, runtime.launch) run
+    `sys.executable -m ...`. In a venv that interpreter finds our packages by itself, but the
+    image's entrypoint is a nixpkgs-wrapped application: a bare interpreter whose wrapper adds
+    each dependency's site-packages at run time (site.addsitedir), so a child started from
+    sys.executable would find neither `runtime` nor `supervisor`. Passing our own sys.path on
+    makes both cases work. Tools never get it: runtime.launch gives each its own environment.
+    """
+    entries = [os.path.dirname(PACKAGE_DIR)] + [p for p in sys.path if p and os.path.isdir(p)]
+    return os.pathsep.join(dict.fromkeys(entries))
 STATIC_DIR = os.path.join(PACKAGE_DIR, "static")
 TUTORIALS_DIR = os.path.join(PACKAGE_DIR, "tutorials")
 JUPYTER_CONFIG = os.path.join(PACKAGE_DIR, "jupyter_config.py")
@@ -405,7 +419,7 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
             "port": login_port, "base_url": settings.base_url, "cookie_name": cookie_name,
             "session_value": session_value, "token": token, "secure": bool(ssl_cert),
         }))
-        login_env = {"PATH": path_env, "HOME": user.pw_dir, "PYTHONPATH": os.path.dirname(PACKAGE_DIR)}
+        login_env = {"PATH": path_env, "HOME": user.pw_dir, "PYTHONPATH": own_pythonpath()}
         add_program("login", [sys.executable, "-m", "runtime.login", login_settings], login_env, 100, runtime_dir)
 
     jupyter_settings = os.path.join(runtime_dir, "jupyter", "settings.json")
@@ -481,7 +495,7 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
     ready_file = os.path.join(runtime_dir, "ready.json")
     write_private(ready_file, json.dumps({"checks": checks, "timeout": 600, "url": public_url(settings, options)}))
     add_program("ready", [sys.executable, "-m", "runtime.ready", ready_file],
-                {"PATH": path_env, "HOME": user.pw_dir, "PYTHONPATH": os.path.dirname(PACKAGE_DIR)}, 900, runtime_dir,
+                {"PATH": path_env, "HOME": user.pw_dir, "PYTHONPATH": own_pythonpath()}, 900, runtime_dir,
                 oneshot=True)
 
     menu = []
@@ -508,9 +522,7 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
 
     supervisord_argv = supervisor_command(path_env)
     supervisord_env = dict(tool_env_base)
-    supervisord_env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(PACKAGE_DIR)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
+    supervisord_env["PYTHONPATH"] = own_pythonpath()
     sys.stdout.flush()
     sys.stderr.flush()
     os.chdir(runtime_dir)

@@ -268,3 +268,51 @@ def test_tools_option_restricts_the_workspace():
         assert [entry["id"] for entry in menu] == ["jupyterlab"]
     finally:
         workspace.cleanup()
+
+
+class WrappedEntrypointWorkspace(Workspace):
+    """`mlws start` run the way the image runs it: a nixpkgs-wrapped application is a bare
+    interpreter whose entry script adds each dependency's site-packages with site.addsitedir,
+    so nothing is importable from sys.executable alone, nor from PYTHONPATH."""
+
+    def command(self) -> list[str]:
+        import site
+
+        import runtime
+
+        site_dirs = [os.path.dirname(os.path.dirname(os.path.abspath(runtime.__file__)))] + site.getsitepackages()
+        script = os.path.join(self.folder, "mlws-wrapped")
+        with open(script, "w", encoding="utf-8") as handle:
+            handle.write(
+                "import site, sys\n"
+                f"for path in {site_dirs!r}:\n"
+                "    site.addsitedir(path)\n"
+                "sys.argv[0] = 'mlws'\n"
+                "from generator.cli import main\n"
+                "sys.exit(main())\n"
+            )
+        os.chmod(script, 0o644)
+        base_python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+        return [base_python, "-I", script, "start", *super().command()[4:]]
+
+
+def test_runtime_runs_from_a_wrapped_entrypoint_without_a_venv():
+    base_python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    probe = subprocess.run([base_python, "-I", "-c", "import supervisor"], capture_output=True)
+    assert probe.returncode != 0, "the base interpreter must not see supervisor, or this test proves nothing"
+    workspace = WrappedEntrypointWorkspace(env={"AUTHENTICATE_VIA_JUPYTER": "wrapped-token"}, name="wrapped",
+                                           args=("--tools", "jupyter"))
+    workspace.env.pop("PYTHONPATH", None)
+    try:
+        workspace.start()
+        # supervisord, the login service and Jupyter all came up from the wrapped interpreter.
+        session = requests.Session()
+        response = session.get(workspace.url("/lab?token=wrapped-token"), timeout=10)
+        assert response.status_code == 200 and "JupyterLab" in response.text
+        assert f"mlws_session_{workspace.port}" in session.cookies
+        deadline = time.monotonic() + 30
+        while "workspace ready" not in workspace.text() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert "workspace ready" in workspace.text()
+    finally:
+        workspace.cleanup()

@@ -418,9 +418,14 @@ class Runtime:
 
 
 def manifest_with_tools(tools: list[dict], flavor: str = "minimal") -> dict:
-    """The flavor's manifest with `tools` added (or replacing tools of the same name)."""
+    """The flavor's manifest with `tools` added (or replacing tools of the same name). The flavor's
+    own tools get free ports instead of their fixed ones (8090, ...), so a leftover process or a
+    second workspace on this machine cannot collide with this one."""
     with open(manifest_path(flavor)) as handle:
         manifest = json.load(handle)
+    for tool in manifest["tools"]:
+        if tool.get("port"):
+            tool["port"] = free_port()
     names = {tool["name"] for tool in tools}
     manifest["tools"] = sorted([t for t in manifest["tools"] if t["name"] not in names] + tools,
                                key=lambda tool: tool["name"])
@@ -455,24 +460,20 @@ def start_runtime(group: ProcessGroup, base_dir: str, port: int, token: str | No
                   wait: str | None = "healthy", timeout: float = 120.0, manifest: dict | None = None) -> Runtime:
     """`mlws start` on 127.0.0.1:<port>; waits for /healthy (or /ping) unless wait=None.
 
-    `manifest`: run this manifest (written to the base folder) instead of the flavor's."""
+    The flavor's manifest is run with free internal ports (manifest_with_tools); `manifest`: run
+    this one instead (written to the base folder either way)."""
     runtime_dir = os.path.join(base_dir, f"run-{port}")
     workspace = os.path.join(base_dir, f"workspace-{port}")
     for folder in (workspace,):
         os.makedirs(folder, exist_ok=True)
         chown_tree(folder)
     env = runtime_env(token, extra_env)
-    if manifest is None:
-        with open(manifest_path(flavor)) as handle:
-            manifest = json.load(handle)
-        which = ["--flavor", flavor]
-    else:
-        path = os.path.join(base_dir, f"manifest-{port}.json")
-        with open(path, "w") as handle:
-            json.dump(manifest, handle, indent=2, sort_keys=True)
-        os.chmod(path, 0o644)
-        which = ["--manifest", path]
-    argv = mlws_command() + ["start", *which, "--port", str(port), "--bind", LOOPBACK,
+    manifest = manifest or manifest_with_tools([], flavor)
+    path = os.path.join(base_dir, f"manifest-{port}.json")
+    with open(path, "w") as handle:
+        json.dump(manifest, handle, indent=2, sort_keys=True)
+    os.chmod(path, 0o644)
+    argv = mlws_command() + ["start", "--manifest", path, "--port", str(port), "--bind", LOOPBACK,
                              "--tools", tools, "--runtime-dir", runtime_dir, "--workspace-dir", workspace]
     # `mlws start` drops privileges itself: start it as root (as CI and the image do).
     proc = group.add(spawn(f"mlws-start-{port}", argv, base_dir, env, as_server_user=False))

@@ -230,6 +230,26 @@ def certificate_files(settings: Settings, user: pwd.struct_passwd, openssl_path:
     return cert, key
 
 
+def ensure_ssh_host_keys(argv: list[str], path_env: str) -> None:
+    """sshd does not start without its host keys, and a fresh workspace has none: make each key the
+    manifest names (`-o HostKey=PATH`) that does not exist yet. They live in the tool's folder, which
+    is kept across starts, so clients see the same host key after a restart."""
+    if os.path.basename(argv[0]) != "sshd":
+        return
+    for key in [arg.split("=", 1)[1] for arg in argv if arg.startswith("HostKey=")]:
+        if os.path.exists(key):
+            continue
+        keygen = find_executable("ssh-keygen", path_env)
+        if not keygen:
+            raise StartError(f"sshd's host key {key} does not exist and `ssh-keygen` is not on PATH to make it")
+        kind = next((k for k in ("rsa", "ecdsa", "ed25519") if k in os.path.basename(key)), "ed25519")
+        result = subprocess.run([keygen, "-q", "-t", kind, "-N", "", "-C", "mlws-workspace", "-f", key],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StartError(f"could not make sshd's host key {key}: {result.stderr.strip()}")
+        log(f"generated the SSH host key {key} (kept for later starts)")
+
+
 def copy_tutorials(workspace_dir: str) -> bool:
     """Copy our tutorial notebooks only into an empty workspace (never over a user's files)."""
     if os.listdir(workspace_dir):
@@ -454,6 +474,8 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
         for process in tool.processes:
             argv = [manifest_mod.substitute(arg, values) for arg in process.command]
             argv[0] = resolved[(tool.name, process.name)]
+            if not options.dry_run:
+                ensure_ssh_host_keys(argv, path_env)
             program_env = dict(tool_env_base)
             program_env.update({k: manifest_mod.substitute(v, values) for k, v in tool.env.items()})
             program_env.update({k: manifest_mod.substitute(v, values) for k, v in process.env.items()})

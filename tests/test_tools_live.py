@@ -12,8 +12,10 @@ is nixpkgs-only: it is not installed here and the tool menu must say so.
 from __future__ import annotations
 
 import base64
+import getpass
 import json
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -225,6 +227,52 @@ def test_sshd_answers_on_loopback_with_its_generated_host_key(ws):
     key = os.path.join(ws.runtime_dir, "tools", "ssh", "ssh_host_ed25519_key.pub")
     with open(key, encoding="utf-8") as handle:
         assert handle.read().startswith("ssh-ed25519 ")
+
+
+def test_ssh_key_login_and_sftp_checked_against_the_generated_host_key(ws, tmp_path):
+    """A real client logs in with a key (the only way in) and verifies the host key the runtime made."""
+    user = pwd.getpwnam(ws.env.get("NB_USER") or getpass.getuser())
+    ssh_dir = os.path.join(user.pw_dir, ".ssh")
+    authorized = os.path.join(ssh_dir, "authorized_keys")
+    had_dir, had_file = os.path.isdir(ssh_dir), os.path.exists(authorized)
+    before = open(authorized, encoding="utf-8").read() if had_file else None
+    client_key = str(tmp_path / "client_key")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", client_key], check=True)
+    with open(os.path.join(ws.runtime_dir, "tools", "ssh", "ssh_host_ed25519_key.pub"), encoding="utf-8") as handle:
+        host_key = " ".join(handle.read().split()[:2])
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:2222 {host_key}\n", encoding="utf-8")
+    options = ["-i", client_key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+               "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes"]
+    try:
+        os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
+        with open(authorized, "a", encoding="utf-8") as handle:
+            handle.write((tmp_path / "client_key.pub").read_text(encoding="utf-8"))
+        if os.geteuid() == 0:
+            for path in (ssh_dir, authorized):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        os.chmod(authorized, 0o600)
+        login = subprocess.run(["ssh", "-p", "2222", *options, f"{user.pw_name}@127.0.0.1", "echo ok-$(id -un)"],
+                               capture_output=True, text=True, timeout=30)
+        assert login.returncode == 0, login.stderr
+        assert login.stdout == f"ok-{user.pw_name}\n"
+        sftp = subprocess.run(["sftp", "-P", "2222", *options, "-b", "-", f"{user.pw_name}@127.0.0.1"],
+                              input=f"cd {ws.workspace_dir}\nls\n", capture_output=True, text=True, timeout=30)
+        assert sftp.returncode == 0, sftp.stderr
+        # Without the key: refused (no passwords, no keyboard-interactive).
+        refused = subprocess.run(["ssh", "-p", "2222", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                                  "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes",
+                                  "-o", "IdentityFile=/dev/null", f"{user.pw_name}@127.0.0.1", "true"],
+                                 capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr, refused.stderr
+    finally:
+        if had_file:
+            with open(authorized, "w", encoding="utf-8") as handle:
+                handle.write(before)
+        elif had_dir:
+            os.remove(authorized)
+        else:
+            shutil.rmtree(ssh_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("path", [

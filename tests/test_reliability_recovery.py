@@ -85,52 +85,61 @@ def request(rt: h.Runtime, path: str, headers: dict[str, str], timeout: float) -
     return status, body, time.monotonic() - start
 
 
-def test_each_supervised_process_recovers_after_sigkill(workspace):
+# Programs whose recovery is known to fail today, with why (strict: a fix turns these into failures
+# until the marker is removed). Killing an nginx master with SIGKILL orphans its workers, which keep
+# the listening socket: supervisord's restarted master then fails to bind() ("Address already in
+# use") and is restarted again and again while the orphans serve the old configuration. The
+# runtime must clean up a killed program's leftover processes before restarting it.
+KNOWN_BROKEN = {
+    "gateway": "runtime: orphaned nginx workers of the killed master keep the port; the restarted gateway cannot bind",
+    "pagetool-server": "runtime: a killed tool's children (nginx workers) are orphaned and keep its port",
+}
+PROGRAMS = ["login", "jupyter-server", "pagetool-server", "gateway"]  # the gateway last: a failed restart leaves it broken
+
+
+@pytest.mark.parametrize("program", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BROKEN[name])) if name in KNOWN_BROKEN else name
+    for name in PROGRAMS
+])
+def test_supervised_program_recovers_after_sigkill(workspace, program):
     rt = workspace
-    program_checks = checks(rt)
+    path, headers, serving = checks(rt)[program]
     status = rt.supervisor_status()
-    running = {name: pid for name, (state, pid) in status.items() if state == "RUNNING"}
-    assert set(program_checks) <= set(running), f"expected these programs RUNNING: {sorted(program_checks)}; got {status}"
+    assert status.get(program, ("?",))[0] == "RUNNING", f"expected {program} RUNNING; supervisor says {status}"
 
-    results = []
-    for program, (path, headers, serving) in program_checks.items():
-        code, body, _ = request(rt, path, headers, 10)
-        assert serving(code, body), f"{program}: not serving before the kill: {code} {body[:200]!r}"
-        old_pid = rt.supervisor_status()[program][1]
-        old_children = children_of(old_pid)
-        os.kill(old_pid, signal.SIGKILL)
-        killed_at = time.monotonic()
+    code, body, _ = request(rt, path, headers, 10)
+    assert serving(code, body), f"{program}: not serving before the kill: {code} {body[:200]!r}"
+    old_pid = status[program][1]
+    old_children = children_of(old_pid)
+    os.kill(old_pid, signal.SIGKILL)
+    killed_at = time.monotonic()
 
-        down_code, _, answer_seconds = request(rt, path, headers, ANSWER_LIMIT + 5)
-        recovered = None
-        while time.monotonic() - killed_at < RECOVERY_LIMIT:
-            code, body, _ = request(rt, path, headers, 5)
-            state, new_pid = rt.supervisor_status().get(program, ("?", None))
-            if serving(code, body) and state == "RUNNING" and new_pid != old_pid:
-                recovered = time.monotonic() - killed_at
-                time.sleep(STABLE)
-                state, later_pid = rt.supervisor_status().get(program, ("?", None))
-                if state == "RUNNING" and later_pid == new_pid:
-                    break
-                recovered = None  # it died again: keep waiting
-            time.sleep(0.1)
-        left_over = [pid for pid in old_children if alive(pid)]
-        results.append((program, down_code, answer_seconds, recovered))
-        print(f"\n{program}: killed pid {old_pid}; answer while down: "
-              f"{'refused' if down_code == 0 else down_code} in {answer_seconds * 1000:.0f} ms; "
-              f"serving again after {recovered:.1f} s" if recovered is not None else
-              f"\n{program}: killed pid {old_pid}; NOT serving again within {RECOVERY_LIMIT} s "
-              f"(last answer {code}, supervisor: {rt.supervisor_status().get(program)})")
-        assert answer_seconds < ANSWER_LIMIT, f"{program} down: the gateway took {answer_seconds:.1f} s to answer"
-        assert not left_over, (f"{program}: children of the killed process are still running: {left_over} "
-                               f"(supervisor: {rt.supervisor_status().get(program)})")
-        assert recovered is not None, (f"{program} did not serve again, stably, within {RECOVERY_LIMIT} s after "
-                                       f"SIGKILL (supervisor: {rt.supervisor_status().get(program)})")
-        if program != "gateway":
-            assert down_code != 0, f"{program} down: the gateway itself stopped answering"
+    down_code, _, answer_seconds = request(rt, path, headers, ANSWER_LIMIT + 5)
+    recovered = None
+    while time.monotonic() - killed_at < RECOVERY_LIMIT:
+        code, body, _ = request(rt, path, headers, 5)
+        state, new_pid = rt.supervisor_status().get(program, ("?", None))
+        if serving(code, body) and state == "RUNNING" and new_pid != old_pid:
+            recovered = time.monotonic() - killed_at
+            time.sleep(STABLE)
+            state, later_pid = rt.supervisor_status().get(program, ("?", None))
+            if state == "RUNNING" and later_pid == new_pid:
+                break
+            recovered = None  # it died again: keep waiting
+        time.sleep(0.1)
+    left_over = [pid for pid in old_children if alive(pid)]
+    print(f"\n{program}: killed pid {old_pid}; answer while down: "
+          f"{'refused' if down_code == 0 else down_code} in {answer_seconds * 1000:.0f} ms; " +
+          (f"serving again after {recovered:.1f} s" if recovered is not None else
+           f"NOT serving again within {RECOVERY_LIMIT} s (supervisor: {rt.supervisor_status().get(program)})") +
+          (f"; children left running: {left_over}" if left_over else ""))
 
-    # After all that, everything is still up and the kernel machinery works end to end.
-    final = rt.supervisor_status()
-    assert all(final[name][0] == "RUNNING" for name in program_checks), final
-    kernel = h.start_kernel(rt.url, rt.auth_headers())
-    assert kernel
+    assert answer_seconds < ANSWER_LIMIT, f"{program} down: the gateway took {answer_seconds:.1f} s to answer"
+    if program != "gateway":
+        assert down_code != 0, f"{program} down: the gateway itself stopped answering"
+    assert not left_over, (f"{program}: children of the killed process are still running: {left_over} "
+                           f"(supervisor: {rt.supervisor_status().get(program)})")
+    assert recovered is not None, (f"{program} did not serve again, stably, within {RECOVERY_LIMIT} s after "
+                                   f"SIGKILL (supervisor: {rt.supervisor_status().get(program)})")
+    # The whole workspace still works end to end: a kernel starts.
+    assert h.start_kernel(rt.url, rt.auth_headers())

@@ -4,17 +4,87 @@ The supervisor configuration only ever contains this command and runtime-made pa
 argv and environment live in the JSON file (mode 0600), so quotes, newlines, `%` or `;` in any
 value never meet supervisor's ini syntax. Keys: argv (list, argv[0] an absolute path), env (the
 complete environment), cwd, umask (int or null).
+
+Before it starts the program, it kills what is left of the program's previous run. supervisord
+puts each program in its own process group; when a program dies by SIGKILL its children stay
+behind in that group (nginx's workers, a tool's helper processes) and can keep holding the port,
+so the restarted program could not bind it. The group of each run is recorded next to the JSON
+file (`<program>.pgid`).
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import time
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """PIDs of this user's processes whose process group is pgid (from /proc)."""
+    found = []
+    uid = os.getuid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # Fields after the command name, which is in parentheses and may contain anything.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            found.append(int(entry))
+    return found
+
+
+def reap_previous_run(record: str, wait_seconds: float = 3.0) -> list[int]:
+    """Kill the processes left in the group of the previous run recorded in `record`; return them."""
+    try:
+        with open(record, encoding="utf-8") as handle:
+            previous = int(handle.read().strip())
+    except (OSError, ValueError):
+        return []
+    own_group = os.getpgrp()
+    if previous == own_group:
+        return []
+    leftovers = [pid for pid in processes_in_group(previous) if pid != os.getpid()]
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + wait_seconds
+    while leftovers and time.monotonic() < deadline:
+        # Killed children of a dead parent are reaped by init; wait until they are gone so the
+        # ports they held are free again.
+        leftovers = [pid for pid in leftovers if os.path.exists(f"/proc/{pid}")
+                     and not _is_zombie(pid)]
+        time.sleep(0.05)
+    return leftovers
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            stat = handle.read()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2:].split()[:1] == ["Z"]
 
 
 def main(argv: list[str]) -> int:
     with open(argv[1], encoding="utf-8") as handle:
         spec = json.load(handle)
+    record = os.path.splitext(argv[1])[0] + ".pgid"
+    reap_previous_run(record)
+    if os.getpgrp() == os.getpid():
+        # Only a group of our own is worth recording (supervisord gives each program one).
+        with open(record, "w", encoding="utf-8") as handle:
+            handle.write(f"{os.getpgrp()}\n")
     if spec.get("umask") is not None:
         os.umask(int(spec["umask"]))
     if spec.get("cwd"):

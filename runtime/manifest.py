@@ -64,8 +64,10 @@ def find_manifest(manifest_path: str | None, flavor: str | None, env: dict[str, 
     checkout's flavors/ folder."""
     if manifest_path:
         candidates = [manifest_path]
+        source = "--manifest"
     elif env.get("MLWS_MANIFEST") and not flavor:
         candidates = [env["MLWS_MANIFEST"]]
+        source = "MLWS_MANIFEST"
     else:
         name = flavor or "minimal"
         if not NAME_PATTERN.match(name):
@@ -75,10 +77,11 @@ def find_manifest(manifest_path: str | None, flavor: str | None, env: dict[str, 
             folders.append(env["MLWS_FLAVORS_DIR"])
         folders.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flavors"))
         candidates = [os.path.join(folder, f"{name}.manifest.json") for folder in folders]
+        source = f"--flavor {name}" + (" (MLWS_FLAVORS_DIR)" if env.get("MLWS_FLAVORS_DIR") else "")
     for candidate in candidates:
         if os.path.isfile(candidate):
             return os.path.abspath(candidate)
-    raise ManifestError("manifest not found; looked at: " + ", ".join(candidates))
+    raise ManifestError(f"{source}: manifest not found; looked at: " + ", ".join(candidates))
 
 
 def _require(data: dict, key: str, kind, where: str, allow_none: bool = False):

@@ -85,22 +85,10 @@ def request(rt: h.Runtime, path: str, headers: dict[str, str], timeout: float) -
     return status, body, time.monotonic() - start
 
 
-# Programs whose recovery is known to fail today, with why (strict: a fix turns these into failures
-# until the marker is removed). Killing an nginx master with SIGKILL orphans its workers, which keep
-# the listening socket: supervisord's restarted master then fails to bind() ("Address already in
-# use") and is restarted again and again while the orphans serve the old configuration. The
-# runtime must clean up a killed program's leftover processes before restarting it.
-KNOWN_BROKEN = {
-    "gateway": "runtime: orphaned nginx workers of the killed master keep the port; the restarted gateway cannot bind",
-    "pagetool-server": "runtime: a killed tool's children (nginx workers) are orphaned and keep its port",
-}
 PROGRAMS = ["login", "jupyter-server", "pagetool-server", "gateway"]  # the gateway last: a failed restart leaves it broken
 
 
-@pytest.mark.parametrize("program", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BROKEN[name])) if name in KNOWN_BROKEN else name
-    for name in PROGRAMS
-])
+@pytest.mark.parametrize("program", PROGRAMS)
 def test_supervised_program_recovers_after_sigkill(workspace, program):
     rt = workspace
     path, headers, serving = checks(rt)[program]

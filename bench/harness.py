@@ -68,6 +68,11 @@ def chown_tree(path: str) -> None:
             os.lchown(name, user.pw_uid, user.pw_gid)
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so `with ProcessGroup(...)` blocks stop what they started."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
@@ -282,9 +287,9 @@ def start_nginx(group: ProcessGroup, name: str, base_dir: str, body: str, check_
 TOOL_PAGE = "<!doctype html><title>bench tool</title>" + "<p>" + "x" * 960 + "</p>\n"  # 1 KiB
 
 
-def start_static_tool(group: ProcessGroup, base_dir: str, port: int) -> str:
+def start_static_tool(group: ProcessGroup, base_dir: str, port: int, name: str = "tool-nginx") -> str:
     """nginx serving a 1 KiB page at /index.html: the tool behind /tools/<port>/. Returns its page path."""
-    root = os.path.join(base_dir, "tool-root")
+    root = os.path.join(base_dir, f"{name}-root")
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "index.html"), "w") as handle:
         handle.write(TOOL_PAGE[:1024])
@@ -294,7 +299,7 @@ def start_static_tool(group: ProcessGroup, base_dir: str, port: int) -> str:
         keepalive_requests 100000;
         root {root};
     }}"""
-    start_nginx(group, "tool-nginx", base_dir, body, f"http://{LOOPBACK}:{port}/")
+    start_nginx(group, name, base_dir, body, f"http://{LOOPBACK}:{port}/")
     return "/index.html"
 
 

@@ -19,6 +19,7 @@ import socket
 import stat as stat_module
 import subprocess
 import sys
+import time
 
 from runtime import manifest as manifest_mod
 from runtime import nginx as nginx_mod
@@ -548,8 +549,39 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os.chdir(runtime_dir)
+    wake_supervisord_when_ready(os.path.join(runtime_dir, "supervisord.pid"),
+                                os.path.join(runtime_dir, "supervisor.sock"))
     os.execve(supervisord_argv[0], [*supervisord_argv, "-c", supervisor_conf], supervisord_env)
     return 0  # not reached
+
+
+def wake_supervisord_when_ready(pid_file: str, control_socket: str, limit_seconds: float = 10.0) -> None:
+    """Save a second of start-up: poke supervisord as soon as it enters its main loop.
+
+    supervisord starts its programs only after the first turn of its loop, which waits up to 1 s
+    in poll() for activity on its sockets (a signal does not cut that short: Python retries the
+    call). It writes its pid file just before that loop, so a forked helper waits for the pid
+    file, then connects once to the control socket: poll() returns at once and the programs are
+    spawned. If anything goes wrong the helper just exits and supervisord starts them 1 s later.
+    """
+    for stale in (pid_file, control_socket):
+        try:
+            os.unlink(stale)
+        except FileNotFoundError:
+            pass
+    if os.fork():
+        return
+    try:
+        deadline = time.monotonic() + limit_seconds
+        while not os.path.exists(pid_file) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(1)
+            connection.connect(control_socket)
+    except OSError:
+        pass
+    finally:
+        os._exit(0)
 
 
 def supervisor_command(path_env: str) -> list[str]:

@@ -127,7 +127,10 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
         f"access_log {ngx}/access.log combined buffer=64k flush=1s;",
         # Clients (browsers, API clients) keep their connection for many requests.
         "keepalive_requests 10000;",
-        "map_hash_bucket_size 128;",  # room for the 64-character session key of the cookie map
+        "map_hash_bucket_size 128;",
+        # @mlws_login is reached through `error_page 418`; its own error_page (login service down:
+        # the starting page) is a second redirect, which nginx follows only with this on.
+        "recursive_error_pages on;",  # room for the 64-character session key of the cookie map
         f"client_body_temp_path {ngx}/tmp/body;",
         f"proxy_temp_path {ngx}/tmp/proxy;",
         f"fastcgi_temp_path {ngx}/tmp/fastcgi;",
@@ -269,6 +272,8 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
     if cfg.auth_mode == "token":
         login_proxy = ["proxy_http_version 1.1;", 'proxy_set_header Connection "";', "proxy_set_header Host $http_host;",
                        "proxy_set_header X-Forwarded-Proto $scheme;", f"proxy_set_header {GATEWAY_HEADER} \"\";",
+                       # The login service restarting: the starting page, as for any backend.
+                       "error_page 502 504 =503 @mlws_starting;",
                        "proxy_pass http://mlws_login;"]
         server += location("@mlws_login", login_proxy)
         for path in ("login", "logout"):

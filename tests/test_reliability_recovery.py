@@ -125,6 +125,8 @@ def test_supervised_program_recovers_after_sigkill(workspace, program):
     assert answer_seconds < ANSWER_LIMIT, f"{program} down: the gateway took {answer_seconds:.1f} s to answer"
     if program != "gateway":
         assert down_code != 0, f"{program} down: the gateway itself stopped answering"
+        # A backend that is down is answered with the self-refreshing starting page, never a raw 502.
+        assert down_code in (200, 503), f"{program} down: the gateway answered {down_code}, expected the starting page (503)"
     assert not left_over, (f"{program}: children of the killed process are still running: {left_over} "
                            f"(supervisor: {rt.supervisor_status().get(program)})")
     assert recovered is not None, (f"{program} did not serve again, stably, within {RECOVERY_LIMIT} s after "

@@ -117,6 +117,7 @@
               common = {
                 inherit pkgs flavor pythonEnv mlwsApp;
                 inherit (resolved) systemPackages;
+                packageEnv = resolved.env;
               };
             in
             {

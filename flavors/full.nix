@@ -117,6 +117,7 @@
     ps.xgboost
     ps.ydata-profiling
   ];
+  rPackages = rp: [ ];
   nixpkgsConfig = { allowUnfree = false; };
   env = { };
   manifest = ./full.manifest.json;

@@ -120,6 +120,7 @@
     ps.xgboost
     ps.ydata-profiling
   ];
+  rPackages = rp: [ ];
   nixpkgsConfig = { allowUnfree = true; cudaCapabilities = [ "7.5" "8.0" "8.6" "8.9" "9.0" ]; cudaSupport = true; };
   env = { LD_LIBRARY_PATH = "/run/opengl-driver/lib:/usr/lib64:/usr/lib/x86_64-linux-gnu"; NVIDIA_DRIVER_CAPABILITIES = "compute,utility"; NVIDIA_VISIBLE_DEVICES = "all"; TF_FORCE_GPU_ALLOW_GROWTH = "true"; };
   manifest = ./gpu.manifest.json;

@@ -38,6 +38,7 @@
     ps.scipy
     ps.tqdm
   ];
+  rPackages = rp: [ ];
   nixpkgsConfig = { allowUnfree = false; };
   env = { };
   manifest = ./minimal.manifest.json;

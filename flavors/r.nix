@@ -21,13 +21,11 @@
     "vscode"
   ];
   systemPackages = pkgs: [
-    pkgs.R
     pkgs.bashInteractive
     pkgs.cacert
     pkgs.coreutils
     pkgs.git
     pkgs.iana-etc
-    pkgs.rPackages.IRkernel
     pkgs.tini
     pkgs.tzdata
   ];
@@ -42,6 +40,7 @@
     ps.scipy
     ps.tqdm
   ];
+  rPackages = rp: [ rp.IRkernel ];
   nixpkgsConfig = { allowUnfree = false; };
   env = { };
   manifest = ./r.manifest.json;

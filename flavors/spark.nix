@@ -21,14 +21,12 @@
     "vscode"
   ];
   systemPackages = pkgs: [
-    pkgs.R
     pkgs.bashInteractive
     pkgs.cacert
     pkgs.coreutils
     pkgs.git
     pkgs.iana-etc
     pkgs.jdk
-    pkgs.rPackages.IRkernel
     pkgs.scala
     pkgs.spark
     pkgs.tini
@@ -47,6 +45,7 @@
     ps.scipy
     ps.tqdm
   ];
+  rPackages = rp: [ rp.IRkernel ];
   nixpkgsConfig = { allowUnfree = false; };
   env = { PYSPARK_PYTHON = "python3"; };
   manifest = ./spark.manifest.json;

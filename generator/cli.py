@@ -167,6 +167,7 @@ def flavor_summary(spec: Spec, flavor: ResolvedFlavor) -> dict:
         "tools": list(flavor.tools),
         "python": list(flavor.python),
         "nixpkgs": list(flavor.nixpkgs),
+        "r": list(flavor.r),
         "all_python": list(tool_python(spec, flavor)),
         "all_nixpkgs": list(tool_nixpkgs(spec, flavor)),
         "replaced": {"python": flavor.replaced_python, "nixpkgs": flavor.replaced_nixpkgs},
@@ -182,7 +183,8 @@ def flavor_summary(spec: Spec, flavor: ResolvedFlavor) -> dict:
 def show(root: Path | None, flavor: str, as_json: bool) -> None:
     """Show one flavor resolved: its parents' tools and packages included.
 
-    "python"/"nixpkgs" are the flavor's own packages; "all_python"/"all_nixpkgs" add its tools'.
+    "python"/"nixpkgs" are the flavor's own packages; "all_python"/"all_nixpkgs" add its tools';
+    "r" lists the rPackages R is wrapped with (and the Jupyter R kernel runs).
     """
     root = _root(root)
     spec, flavors, _ = _build_or_exit(root, "fix them first.")
@@ -193,7 +195,7 @@ def show(root: Path | None, flavor: str, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
     rows = []
-    for key in ("name", "description", "extends", "files", "image", "systems", "unfree", "cuda", "tools", "all_nixpkgs", "all_python", "replaced", "env"):
+    for key in ("name", "description", "extends", "files", "image", "systems", "unfree", "cuda", "tools", "all_nixpkgs", "all_python", "r", "replaced", "env"):
         value = summary[key]
         if isinstance(value, list):
             value = " ".join(value) or "-"

@@ -86,6 +86,12 @@ ATTR = Kind(
     "a Nix attribute path such as \"xfce4-panel\" or \"rPackages.IRkernel\"",
     lambda v: isinstance(v, str) and bool(ATTR_RE.match(v)),
 )
+# rPackages names are single attributes: nixpkgs writes R's dots as "_" ("data.table" -> data_table).
+R_ATTR_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+R_ATTR = Kind(
+    'an rPackages attribute name such as "IRkernel" (R\'s dots written "_": "data_table")',
+    lambda v: isinstance(v, str) and bool(R_ATTR_RE.match(v)),
+)
 PREFIX = Kind(
     'a URL path starting and ending with "/" (letters, digits, "._~-" between slashes)',
     lambda v: isinstance(v, str) and bool(PREFIX_RE.match(v)),
@@ -171,14 +177,14 @@ class Checker:
         return tuple(item for _, item in items)
 
     def attributes(self, table: dict, path: str, key: str, known: KnownAttributes | None) -> tuple[str, ...]:
-        """Attribute names (key "nixpkgs" or "python"), each one the known list has."""
-        items = self.indexed_items(table, path, key, ATTR)
+        """Attribute names (key "nixpkgs", "python" or "r"), each one the known list has."""
+        items = self.indexed_items(table, path, key, R_ATTR if key == "r" else ATTR)
         if known is not None:
-            names = known.nixpkgs if key == "nixpkgs" else known.python
-            what = "nixpkgs attribute" if key == "nixpkgs" else "python3Packages attribute"
+            names = {"nixpkgs": known.nixpkgs, "python": known.python, "r": known.r}[key]
+            what = {"nixpkgs": "a nixpkgs attribute", "python": "a python3Packages attribute", "r": "an rPackages attribute"}[key]
             for index, item in items:
                 if item not in names:
-                    self.error(f"{join(path, key)}[{index}]", f"a {what} listed in {known.file}", f'"{item}"')
+                    self.error(f"{join(path, key)}[{index}]", f"{what} listed in {known.file}", f'"{item}"')
         return tuple(item for _, item in items)
 
     def env(self, table: dict, path: str, key: str, has_port: bool | None) -> dict[str, str]:
@@ -227,6 +233,7 @@ def _expected_for_required(key: str) -> str:
         "url_path": 'a URL path starting with "/"',
         "nixpkgs": "a list of Nix attribute paths",
         "python": "a list of python3Packages attribute names",
+        "r": "a list of rPackages attribute names",
         "enable": "true or false",
     }.get(key, "a value")
 
@@ -370,7 +377,7 @@ def _check_process(c: Checker, path: str, raw: dict, has_port: bool) -> Process:
 # ---------------------------------------------------------------------------------------------
 # flavors
 
-FLAVOR_KEYS = ("description", "extends", "image", "tools", "python", "nixpkgs", "systems", "unfree", "env", "cuda", "replace")
+FLAVOR_KEYS = ("description", "extends", "image", "tools", "python", "nixpkgs", "r", "systems", "unfree", "env", "cuda", "replace")
 CUDA_KEYS = ("enable", "capabilities")
 REPLACE_KEYS = ("python", "nixpkgs")
 
@@ -416,6 +423,7 @@ def check_flavor(
         tools=c.references(data, "", "tools", tool_names, TOOLS_DIR),
         python=c.attributes(data, "", "python", known),
         nixpkgs=c.attributes(data, "", "nixpkgs", known),
+        r=c.attributes(data, "", "r", known),
         systems=systems,
         unfree=c.value(data, "", "unfree", BOOL, None),
         env=c.env(data, "", "env", None),
@@ -455,11 +463,12 @@ def _check_replace_table(c: Checker, raw: dict, key: str) -> dict[str, str]:
 
 def check_known(file: str, data: dict, errors: list[SpecError]) -> KnownAttributes:
     c = Checker(file, errors)
-    c.keys(data, "", ("nixpkgs", "python"), required=("nixpkgs", "python"))
+    c.keys(data, "", ("nixpkgs", "python", "r"), required=("nixpkgs", "python", "r"))
     return KnownAttributes(
         file=file,
         nixpkgs=frozenset(c.items(data, "", "nixpkgs", ATTR)),
         python=frozenset(c.items(data, "", "python", ATTR)),
+        r=frozenset(c.items(data, "", "r", R_ATTR)),
     )
 
 
@@ -492,7 +501,7 @@ def load_spec(root: Path) -> tuple[Spec, list[SpecError]]:
     known = KnownAttributes(KNOWN_FILE, frozenset(), frozenset())
     known_path = root / KNOWN_FILE
     if not known_path.is_file():
-        errors.append(SpecError(KNOWN_FILE, "", "the list of known nixpkgs and python attributes", "no such file"))
+        errors.append(SpecError(KNOWN_FILE, "", "the list of known nixpkgs, python and r attributes", "no such file"))
         known_checked = False
     else:
         data = read_toml(known_path, KNOWN_FILE, errors)

@@ -119,6 +119,7 @@ class Flavor:
     tools: tuple[str, ...]
     python: tuple[str, ...]
     nixpkgs: tuple[str, ...]
+    r: tuple[str, ...]  # rPackages attribute names (R itself comes with them, wrapped)
     systems: tuple[str, ...] | None
     unfree: bool | None
     env: dict[str, str]
@@ -131,6 +132,7 @@ class KnownAttributes:
     file: str
     nixpkgs: frozenset[str]
     python: frozenset[str]
+    r: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class ResolvedFlavor:
     tools: tuple[str, ...]  # closure over `needs`, sorted
     python: tuple[str, ...]  # flavor-level python3Packages attributes (tools bring their own)
     nixpkgs: tuple[str, ...]  # flavor-level system packages (tools bring their own)
+    r: tuple[str, ...]  # rPackages attributes: R, wrapped to see them, and the Jupyter R kernel
     env: dict[str, str]
     replaced_python: dict[str, str]  # what replacements along the chain swapped (old -> new)
     replaced_nixpkgs: dict[str, str]

@@ -133,6 +133,7 @@ def flavor_module_context(flavor: ResolvedFlavor) -> dict:
         "tools": list(flavor.tools),
         "packages": list(flavor.nixpkgs),
         "python": list(flavor.python),
+        "r": list(flavor.r),
         "nixpkgs_config": nixpkgs_config(flavor),
         "env": flavor.env,
     }

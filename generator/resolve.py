@@ -78,6 +78,8 @@ def resolve_flavor(spec: Spec, name: str, errors: list[SpecError], _cache: dict 
     replaced_nixpkgs.update(_replace(nixpkgs, flavor.replace.nixpkgs, flavor.file, "nixpkgs", "nixpkgs attribute", errors))
     python.update(flavor.python)
     nixpkgs.update(flavor.nixpkgs)
+    r = set(parent.r) if parent else set()
+    r.update(flavor.r)
 
     tool_names = set(parent.tools) if parent else set()
     tool_names.update(flavor.tools)
@@ -113,6 +115,7 @@ def resolve_flavor(spec: Spec, name: str, errors: list[SpecError], _cache: dict 
         tools=tools,
         python=tuple(sorted(python)),
         nixpkgs=tuple(sorted(nixpkgs)),
+        r=tuple(sorted(r)),
         env=dict(sorted(env.items())),
         replaced_python=dict(sorted(replaced_python.items())),
         replaced_nixpkgs=dict(sorted(replaced_nixpkgs.items())),

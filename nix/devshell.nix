@@ -9,6 +9,7 @@
 #   flavor          one flavor file's contents (flavors/<flavor>.nix): name, env, manifest are read.
 #   systemPackages  the same list nix/image.nix puts in the image.
 #   pythonEnv       the same Python environment the image has (nix/python.nix).
+#   packageEnv      the same package environment the image sets (JUPYTER_PATH for the R kernel).
 #   mlwsApp         the `mlws` application (nix/app.nix).
 #
 # Returns a pkgs.mkShell derivation.
@@ -17,18 +18,20 @@
   flavor,
   systemPackages,
   pythonEnv,
+  packageEnv,
   mlwsApp,
 }:
 let
-  # The flavor's image environment, then MLWS_MANIFEST, exported by the shell hook. Values are
-  # single-quoted for the shell ('\'' closes, escapes and reopens the quote).
+  # The packages' environment, the flavor's image environment, then MLWS_MANIFEST (the image's
+  # order), exported by the shell hook. Values are single-quoted for the shell ('\'' closes,
+  # escapes and reopens the quote).
   #
   # LD_LIBRARY_PATH is left out: in the image it only reaches the driver libraries the NVIDIA
   # container toolkit injects, but on a host the same folders (/usr/lib/x86_64-linux-gnu, ...) hold
   # the whole distribution, whose libraries would shadow Nix's in every program of the shell.
   # Nix's CUDA programs find a NixOS host's driver through /run/opengl-driver/lib anyway.
   quote = value: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] value + "'";
-  exports = builtins.removeAttrs flavor.env [ "LD_LIBRARY_PATH" ] // {
+  exports = packageEnv // builtins.removeAttrs flavor.env [ "LD_LIBRARY_PATH" ] // {
     MLWS_MANIFEST = "${flavor.manifest}";
   };
 in

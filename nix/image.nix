@@ -12,6 +12,8 @@
 #   systemPackages  list of derivations: the flavor's system packages and its tools' packages
 #                   (nix/lib.nix `systemPackages`).
 #   pythonEnv       the flavor's Python environment (nix/python.nix).
+#   packageEnv      environment the system packages need (nix/lib.nix `env`: JUPYTER_PATH for the
+#                   R kernel), set before the flavor's env.
 #   mlwsApp         the `mlws` application (nix/app.nix); `${mlwsApp}/bin/mlws start` is the
 #                   entrypoint.
 #   version         image tag and org.opencontainers.image.version (the project version).
@@ -27,6 +29,7 @@
   flavor,
   systemPackages,
   pythonEnv,
+  packageEnv,
   mlwsApp,
   version,
   revision,
@@ -64,13 +67,14 @@ let
     else
       { };
 
-  # Later sets win: the flavor may override the GPU defaults, nothing may override what the
-  # runtime depends on (manifest, user, port).
+  # Later sets win: the flavor may override the GPU defaults and the packages' environment,
+  # nothing may override what the runtime depends on (manifest, user, port).
   environment =
     {
       LANG = "C.UTF-8";
     }
     // gpuEnv
+    // packageEnv
     // flavor.env
     // {
       MLWS_MANIFEST = "${flavor.manifest}";

@@ -11,7 +11,7 @@
 #               a function `{ pkgs }: { name, packages, pythonPackages, needs, env }`.
 #   flavorsDir  path of the folder of generated flavor files (`flavors/`): every `<flavor>.nix` in it
 #               is an attribute set `{ name, extends, imageName, description, systems, tools,
-#               systemPackages, pythonPackages, nixpkgsConfig, env, manifest }`.
+#               systemPackages, pythonPackages, rPackages, nixpkgsConfig, env, manifest }`.
 #
 # Returns an attribute set:
 #   toolNames     sorted list of tool names (file stems of modules/*.nix).
@@ -19,13 +19,18 @@
 #                 every tool it lists has a module, `extends` names a flavor that exists).
 #   flavorNames   sorted list of flavor names.
 #   ancestors     flavor -> list of flavor names it extends, nearest first (["full" "minimal"]).
-#   resolve       pkgs -> flavor -> { tools, systemPackages, pythonPackages }:
+#   resolve       pkgs -> flavor -> { tools, systemPackages, pythonPackages, env }:
 #                   tools           the flavor's tool modules applied to { pkgs } (checked: every
 #                                   tool a module `needs` is in the flavor);
 #                   systemPackages  de-duplicated list of derivations: the flavor's
-#                                   `systemPackages pkgs`, then every tool's `packages`;
+#                                   `systemPackages pkgs`, then every tool's `packages`, then the
+#                                   wrapped R and its Jupyter kernelspec when the flavor has
+#                                   `rPackages` (nix/r.nix; rstudio-server is then the wrapper
+#                                   with those packages);
 #                   pythonPackages  ps -> de-duplicated list: the flavor's pythonPackages, then every
-#                                   tool's, for python3.withPackages.
+#                                   tool's, for python3.withPackages;
+#                   env             environment those packages need (JUPYTER_PATH for the R
+#                                   kernel; { } without R), for the image and the dev shell alike.
 #   flavorsFor    system -> list of flavor names whose `systems` include that system.
 {
   lib,
@@ -97,6 +102,10 @@ let
     let
       tools = map (name: (moduleFunctions.${name} { inherit pkgs; })) flavor.tools;
       missingNeeds = lib.subtractLists flavor.tools (lib.concatMap (tool: tool.needs) tools);
+      r = import ./r.nix {
+        inherit pkgs;
+        inherit (flavor) rPackages;
+      };
     in
     if missingNeeds != [ ] then
       throw "mlws: flavors/${flavor.name}.nix: tools: missing ${builtins.toJSON missingNeeds}, needed by its tools"
@@ -104,8 +113,10 @@ let
       {
         inherit tools;
         systemPackages = lib.unique (
-          flavor.systemPackages pkgs ++ lib.concatMap (tool: tool.packages) tools
+          map r.swapPackage (flavor.systemPackages pkgs ++ lib.concatMap (tool: tool.packages) tools)
+          ++ r.packages
         );
+        inherit (r) env;
         pythonPackages =
           ps: lib.unique (flavor.pythonPackages ps ++ lib.concatMap (tool: tool.pythonPackages ps) tools);
       };

@@ -120,6 +120,9 @@ def flavors(nix: Nix) -> dict:
     expr = f"""
       let
         dir = {nix.flake_dir}/flavors;
+        # rPackages as their names: a set of the known `r` names, each mapped to itself.
+        rNames = builtins.listToAttrs (map (n: {{ name = n; value = n; }})
+          (builtins.fromTOML (builtins.readFile {nix.flake_dir}/spec/known-attributes.toml)).r);
         names = map (f: builtins.substring 0 (builtins.stringLength f - 4) f)
           (builtins.filter (f: builtins.match ".*\\\\.nix" f != null) (builtins.attrNames (builtins.readDir dir)));
       in builtins.listToAttrs (map (name: let f = import (dir + "/${{name}}.nix"); in {{
@@ -127,6 +130,7 @@ def flavors(nix: Nix) -> dict:
         value = {{
           inherit (f) name extends imageName description systems tools nixpkgsConfig env;
           manifest = toString f.manifest;
+          rPackages = f.rPackages rNames;
         }};
       }}) names)
     """
@@ -395,6 +399,12 @@ def test_dev_shells_carry_exactly_the_image_packages_and_python(packages: dict, 
             for key, value in flavors[name]["env"].items():
                 exported = f"export {key}='{value}'" in hook
                 assert exported == (key != "LD_LIBRARY_PATH"), (name, key)
+            # The R kernel's path, exactly when the image sets it.
+            jupyter_path = [line for line in hook if line.startswith("export JUPYTER_PATH=")]
+            if "JUPYTER_PATH" in image_env and "JUPYTER_PATH" not in flavors[name]["env"]:
+                assert jupyter_path == [f"export JUPYTER_PATH='{image_env['JUPYTER_PATH']}'"], name
+            elif "JUPYTER_PATH" not in image_env:
+                assert jupyter_path == [], name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,6 +448,53 @@ def test_flavor_passes_the_checks_of(name: str, owner: str, packages: dict, flav
             assert key in env
         suffix = "commands" if owner == name else f"commands-of-{owner}"
         assert f"{name}-{suffix}" in checks[system]
+        # The owner's R packages reach the flavor's R, Jupyter and RStudio.
+        assert set(expected["rPackages"]) <= set(flavor["rPackages"])
+        if expected["rPackages"]:
+            assert_r_is_wired(packages, system, flavor)
+
+
+def r_items(image: dict) -> dict[str, list[dict]]:
+    """The image's R-related contents by attribute path."""
+    wanted = ("R", "rWrapper", "rstudio-server", "rstudioServerWrapper", "writeTextDir")
+    return {attr: [item for item in image["contents"] if item["attr"] == attr] for attr in wanted}
+
+
+def assert_r_is_wired(packages: dict, system: str, flavor: dict) -> None:
+    """R wrapped with the flavor's R packages, a kernelspec running that R on JUPYTER_PATH, and
+    RStudio Server wrapped with the same packages; no bare R or rstudio-server beside them."""
+    image = packages[system][flavor["imageName"]]
+    items = r_items(image)
+    expected = [f"rPackages.{name}" for name in flavor["rPackages"]]
+    (r_env,) = items["rWrapper"]
+    assert r_env["call"] == {"fn": "rWrapper.override", "args": {"packages": expected}}
+    assert items["R"] == [], "bare R sees no rPackages: only the wrapper belongs in the image"
+    if "rstudio" in flavor["tools"]:
+        (rstudio,) = items["rstudioServerWrapper"]
+        assert rstudio["call"] == {"fn": "rstudioServerWrapper.override", "args": {"packages": expected}}
+        assert items["rstudio-server"] == []
+    (kernel,) = items["writeTextDir"]
+    assert kernel["call"]["fn"] == "writeTextDir"
+    assert kernel["call"]["args"]["path"] == "share/jupyter/kernels/ir/kernel.json"
+    spec = json.loads(kernel["call"]["args"]["text"])
+    assert spec["argv"] == [f"{r_env['out']}/bin/R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"]
+    assert spec["language"] == "R" and spec["display_name"] == "R"
+    env = env_dict(image_call(packages, system, flavor)["config"]["Env"])
+    assert env["JUPYTER_PATH"] == f"{kernel['out']}/share/jupyter"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "spec" / "flavors").glob("*.toml")))
+def test_r_packages_reach_r_jupyter_and_rstudio_only_where_listed(name: str, packages: dict, flavors: dict):
+    flavor = flavors[name]
+    for system in flavor["systems"]:
+        if flavor["rPackages"]:
+            assert "IRkernel" in flavor["rPackages"], "every flavor with R offers R in Jupyter"
+            assert_r_is_wired(packages, system, flavor)
+        else:
+            image = packages[system][flavor["imageName"]]
+            items = r_items(image)
+            assert items["rWrapper"] == items["rstudioServerWrapper"] == items["writeTextDir"] == [], name
+            assert "JUPYTER_PATH" not in env_dict(image_call(packages, system, flavor)["config"]["Env"])
 
 
 def test_commands_checks_use_each_owners_manifest_against_the_flavors_packages(checks: dict, flavors: dict, packages: dict):

@@ -85,6 +85,26 @@ REFUSALS = {
     "withPackages takes a function": ("pkgs.python3.withPackages [ ]", "{ }", r"takes a function"),
     "withPackages only python packages": ("pkgs.python3.withPackages (ps: [ pkgs.git ])", "{ }", r"not python3Packages"),
     "unknown config option": ("pkgs.git.outPath", "{ allowUnfre = true; }", r'unknown argument\(s\) \["allowUnfre"\] to import nixpkgs \{ config \}'),
+    # R: packages only through the wrappers' real arguments, only rPackages the spec knows.
+    "rPackages outside the known r list": ("pkgs.rPackages.not-an-r-package.outPath", "{ }", r"attribute 'not-an-r-package' missing"),
+    "rPackages is not a top-level path of nixpkgs": ("pkgs.IRkernel.outPath", "{ }", r"attribute 'IRkernel' missing"),
+    "rWrapper.override typo": (
+        "(pkgs.rWrapper.override { package = [ pkgs.rPackages.IRkernel ]; }).outPath",
+        "{ }",
+        r'unknown argument\(s\) \["package"\] to rWrapper.override',
+    ),
+    "rWrapper.override only rPackages": (
+        "(pkgs.rWrapper.override { packages = [ pkgs.git ]; }).outPath",
+        "{ }",
+        r"rWrapper.override: packages: not rPackages",
+    ),
+    "rstudioServerWrapper.override takes no rstudio-server": (
+        "(pkgs.rstudioServerWrapper.override { rstudio-server = pkgs.rstudio-server; }).outPath",
+        "{ }",
+        r'unknown argument\(s\) \["rstudio-server"\] to rstudioServerWrapper.override',
+    ),
+    "writeTextDir takes a relative path": ('(pkgs.writeTextDir "/share/x" "text").outPath', "{ }", r"writeTextDir: the path must be a relative path"),
+    "writeTextDir takes text": ('(pkgs.writeTextDir "share/x" { }).outPath', "{ }", r"the text must be a string"),
     # Unfree packages without config.allowUnfree, also through a dependency or CUDA.
     "torch-bin is unfree": ("pkgs.python3Packages.torch-bin.outPath", "{ }", r"refusing to evaluate 'python3Packages.torch-bin'"),
     "torchvision-bin needs torch-bin": ("pkgs.python3Packages.torchvision-bin.drvPath", "{ }", r"refusing to evaluate 'python3Packages.torch-bin'"),
@@ -104,6 +124,30 @@ def test_nixpkgs_stand_in_refuses_loudly(nix: Nix, case: str):
     body, config, message = REFUSALS[case]
     stderr = refusal(nix, nixpkgs_expr(nix, body, config))
     assert re.search(message, stderr), stderr
+
+
+def test_nixpkgs_stand_in_wraps_r_and_writes_text_dirs_recording_the_calls(nix: Nix):
+    summary = evaluate(nix, nixpkgs_expr(nix, """
+      let
+        r = pkgs.rWrapper.override { packages = [ pkgs.rPackages.IRkernel ]; };
+        rstudio = pkgs.rstudioServerWrapper.override { packages = [ pkgs.rPackages.IRkernel ]; };
+        text = pkgs.writeTextDir "share/jupyter/kernels/ir/kernel.json" "{}";
+      in {
+        r = { out = r.outPath; call = r.standInCall; program = r.meta.mainProgram; };
+        bareR = pkgs.R.outPath;
+        plainWrapper = pkgs.rWrapper.outPath;
+        rstudio = { out = rstudio.outPath; call = rstudio.standInCall; program = rstudio.meta.mainProgram; };
+        text = { out = text.outPath; call = text.standInCall; };
+      }
+    """))
+    assert summary["r"]["call"] == {"fn": "rWrapper.override", "args": {"packages": ["rPackages.IRkernel"]}}
+    assert summary["r"]["program"] == "R"
+    # The wrapper is a derivation of its own, different from bare R and from the empty wrapper.
+    assert len({summary["r"]["out"], summary["bareR"], summary["plainWrapper"]}) == 3
+    assert summary["rstudio"]["call"] == {"fn": "rstudioServerWrapper.override", "args": {"packages": ["rPackages.IRkernel"]}}
+    assert summary["rstudio"]["program"] == "rserver"
+    assert summary["text"]["call"] == {"fn": "writeTextDir", "args": {"path": "share/jupyter/kernels/ir/kernel.json", "text": "{}"}}
+    assert STORE_PATH.match(summary["text"]["out"]) and summary["text"]["out"].endswith("-kernel.json-text")
 
 
 def test_nixpkgs_stand_in_refuses_unknown_import_arguments_and_systems(nix: Nix):
@@ -158,12 +202,13 @@ def test_nixpkgs_stand_in_offers_exactly_the_known_attributes(nix: Nix):
     infrastructure = {
         "lib", "config", "stdenv", "python3", "python313", "python3Packages", "python313Packages",
         "cudaPackages", "cudaPackages_12", "dockerTools", "fakeNss", "mkShell", "runCommand", "nixfmt", "nixfmt-tree",
+        "writeTextDir", "rPackages",
     }
     top_known = {name for name in known["nixpkgs"] if "." not in name}
     sets = {name.split(".")[0] for name in known["nixpkgs"] if "." in name}
     assert set(offered["top"]) == top_known | sets | infrastructure
     assert set(offered["python"]) == set(known["python"]) | {"jinja2", "markupsafe"}
-    assert set(offered["r"]) == {name.split(".", 1)[1] for name in known["nixpkgs"] if name.startswith("rPackages.")}
+    assert set(offered["r"]) == set(known["r"])
     # The stand-in's metadata only describes packages that exist.
     catalog = json.loads(nix.run("eval", "--json", "--file", str(nix.stand_ins / "nixpkgs" / "catalog.nix")).stdout)
     assert set(catalog["python"]) <= set(known["python"])

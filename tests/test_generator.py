@@ -155,6 +155,28 @@ def test_errors_are_all_reported_not_only_the_first(repo_copy, mlws):
     assert f"{len(errors)} errors in the spec" in result.stderr
 
 
+def test_r_packages_are_checked_like_the_other_package_lists(repo_copy, mlws):
+    (repo_copy / "spec/flavors/xr.toml").write_text(
+        'description = "x"\nextends = "r"\nr = ["data.table", "ggplot2", 3, "IRkernel", "IRkernel"]\n'
+    )
+    # R packages belong to flavors (R is wrapped once per image), not to tools.
+    (repo_copy / "spec/tools/netdata.toml").write_text('description = "x"\nr = ["IRkernel"]\n')
+    result = mlws("validate", "--root", str(repo_copy))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    name_rule = 'an rPackages attribute name such as "IRkernel" (R\'s dots written "_": "data_table")'
+    assert f'error: spec/flavors/xr.toml: r[0]: expected {name_rule}, found "data.table"' in errors
+    assert 'error: spec/flavors/xr.toml: r[1]: expected an rPackages attribute listed in spec/known-attributes.toml, found "ggplot2"' in errors
+    assert f"error: spec/flavors/xr.toml: r[2]: expected {name_rule}, found 3" in errors
+    assert 'error: spec/flavors/xr.toml: r[4]: expected no item listed twice, found "IRkernel" a second time' in errors
+    assert any(line.startswith('error: spec/tools/netdata.toml: r: expected one of the keys') for line in errors)
+    # The known list itself must say which rPackages exist.
+    known = repo_copy / "spec/known-attributes.toml"
+    known.write_text(known.read_text().split("\nr = [")[0])
+    result = mlws("validate", "--root", str(repo_copy))
+    assert "error: spec/known-attributes.toml: r: expected a list of rPackages attribute names, found nothing (the key is missing)" in result.stderr
+
+
 def test_adding_a_tool_is_one_spec_file_and_generate(repo_copy, mlws):
     (repo_copy / "spec/tools/hello.toml").write_text(
         'description = "A greeting server"\n'

@@ -16,6 +16,7 @@ import pytest
 
 from generator.load import load_spec
 from generator.model import ResolvedFlavor, Spec
+from generator.render import render_all
 from generator.resolve import resolve_all, tool_nixpkgs, tool_python
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,7 +142,10 @@ def is_the_main_image(spec, flavor):
 
 @flavor_check("r")
 def has_r_with_irkernel_and_rstudio(spec, flavor):
-    assert {"R", "rPackages.IRkernel"} <= set(flavor.nixpkgs)
+    # R comes wrapped with its packages (nix/r.nix), never as bare `R` beside loose rPackages.
+    assert "IRkernel" in flavor.r
+    assert not {"R", "rWrapper"} & set(tool_nixpkgs(spec, flavor))
+    assert not any(name.startswith("rPackages.") for name in tool_nixpkgs(spec, flavor))
     assert "rstudio" in flavor.tools
     assert spec.tools["rstudio"].route.prefix == "/tools/rstudio/"
     assert "rstudio-server" in tool_nixpkgs(spec, flavor)
@@ -215,7 +219,26 @@ def test_spark_contains_everything_of_r(flavors):
     assert set(r.tools) <= set(spark.tools)
     assert set(r.python) <= set(spark.python)
     assert set(r.nixpkgs) <= set(spark.nixpkgs)
+    assert set(r.r) <= set(spark.r)
     assert set(spark.systems) <= set(r.systems)
+
+
+def test_r_packages_are_inherited_and_written_as_r_packages_functions(repo_copy):
+    # A child's own R packages are added to its parent's, sorted, in the generated `rPackages`.
+    spark = repo_copy / "spec/flavors/spark.toml"
+    spark.write_text(spark.read_text().replace('python = ["pyspark"', 'r = ["sparklyr"]\npython = ["pyspark"'))
+    known = repo_copy / "spec/known-attributes.toml"
+    known.write_text(known.read_text().replace('r = [\n', 'r = [\n    "sparklyr",\n'))
+    spec, errors = load_spec(repo_copy)
+    assert errors == []
+    resolved, errors = resolve_all(spec)
+    assert errors == []
+    assert resolved["r"].r == ("IRkernel",) and resolved["spark"].r == ("IRkernel", "sparklyr")
+    assert resolved["minimal"].r == () and resolved["gpu"].r == ()
+    files = render_all(spec, resolved)
+    assert "  rPackages = rp: [ rp.IRkernel rp.sparklyr ];\n" in files["flavors/spark.nix"]
+    assert "  rPackages = rp: [ rp.IRkernel ];\n" in files["flavors/r.nix"]
+    assert "  rPackages = rp: [ ];\n" in files["flavors/minimal.nix"]
 
 
 def test_only_gpu_is_unfree_also_in_the_generated_nix(flavors):
@@ -249,6 +272,7 @@ def test_every_attribute_the_spec_names_is_known(spec):
         assert set(tool.nixpkgs) <= spec.known.nixpkgs and set(tool.python) <= spec.known.python
     for flavor in spec.flavors.values():
         assert set(flavor.nixpkgs) <= spec.known.nixpkgs and set(flavor.python) <= spec.known.python
+        assert set(flavor.r) <= spec.known.r
     # and the known python list holds nothing the reference says nixpkgs lacks
     lacking = set()
     for line in find_reference_tsv().read_text().splitlines():

@@ -4,8 +4,9 @@
 # next to this file: a flake's source is copied to the store alone, so the stand-in cannot read
 # ../../../spec itself), metadata from catalog.nix; the `infrastructure` names below are the
 # builders and helpers nixpkgs has besides. Builders (dockerTools.buildLayeredImage, mkShell,
-# python3.withPackages, runCommand, fakeNss.override) check their arguments against the names the
-# real functions take, and record the call: `standInCall = { fn; args; }` (JSON-friendly: derivations
+# python3.withPackages, runCommand, writeTextDir, fakeNss.override, rWrapper.override,
+# rstudioServerWrapper.override) check their arguments against the names the real functions take,
+# and record the call: `standInCall = { fn; args; }` (JSON-friendly: derivations
 # as their attribute paths) and `standInArgs` (the arguments themselves, for `--apply` expressions
 # that follow them to the packages).
 { system, config }:
@@ -37,6 +38,8 @@ let
     "fakeNss"
     "mkShell"
     "runCommand"
+    "writeTextDir"
+    "rPackages"
     "nixfmt"
     "nixfmt-tree"
   ];
@@ -166,6 +169,112 @@ let
     };
   };
 
+  # rPackages.<name>: the names of known-attributes' `r` list.
+  knownR = known.r or (throw "stand-in nixpkgs: known-attributes.toml has no `r` list (rPackages attribute names)");
+  rPackages = mkSet "rPackages." knownR { };
+  isRPackage = p: builtins.isAttrs p && lib.hasPrefix "rPackages." (p.standInAttrPath or "");
+
+  # `.override { packages = [ rPackages... ]; }` of an R wrapper made by callPackage: `allowed` are
+  # the arguments of its file (override takes nothing else), `packages` must be rPackages.
+  rWrapperWith =
+    {
+      attrPath,
+      pname,
+      allowed,
+      deps,
+      license ? "gpl2Plus",
+      mainProgram,
+    }:
+    args:
+    let
+      packages = args.packages or [ ];
+      notR = builtins.filter (p: !(isRPackage p)) packages;
+    in
+    if !(builtins.isList packages) then
+      throw "stand-in nixpkgs: ${attrPath}.override: packages must be a list of rPackages"
+    else if notR != [ ] then
+      throw "stand-in nixpkgs: ${attrPath}.override: packages: not rPackages: ${builtins.toJSON (describe notR)}"
+    else
+      mkFake {
+        inherit attrPath pname license mainProgram;
+        version = "wrapper";
+        deps = deps ++ packages;
+        seed = seedOf args;
+        passthru = {
+          override =
+            newArgs:
+            rWrapperWith {
+              inherit
+                attrPath
+                pname
+                allowed
+                deps
+                license
+                mainProgram
+                ;
+            } (args // checkArgs "${attrPath}.override" allowed [ ] newArgs);
+          standInCall = record "${attrPath}.override" args;
+          standInArgs = args;
+        };
+      };
+
+  # pkgs/development/r-modules/wrapper.nix (rWrapper) takes lib, symlinkJoin, R, makeWrapper,
+  # recommendedPackages, packages.
+  rWrapper = rWrapperWith {
+    attrPath = "rWrapper";
+    pname = "R";
+    allowed = [
+      "lib"
+      "symlinkJoin"
+      "R"
+      "makeWrapper"
+      "recommendedPackages"
+      "packages"
+    ];
+    deps = [ plainTop.R ];
+    mainProgram = "R";
+  } { };
+
+  # rstudioServerWrapper (pkgs/development/r-modules/wrapper-rstudio.nix, older revisions
+  # wrapper-rstudio-server.nix): only the arguments both files take.
+  rstudioServerWrapper = rWrapperWith {
+    attrPath = "rstudioServerWrapper";
+    pname = "rstudio-server";
+    allowed = [
+      "lib"
+      "runCommand"
+      "R"
+      "fontconfig"
+      "recommendedPackages"
+      "packages"
+    ];
+    deps = [
+      plainTop.rstudio-server
+      plainTop.R
+    ];
+    license = "agpl3Only";
+    mainProgram = "rserver";
+  } { };
+
+  # writeTextDir path text (pkgs/build-support/trivial-builders): text in $out/<path>.
+  writeTextDir =
+    path: text:
+    if !(builtins.isString path) || lib.hasPrefix "/" path || path == "" then
+      throw "stand-in nixpkgs: writeTextDir: the path must be a relative path string (\"share/x\"), got ${builtins.toJSON (describe path)}"
+    else if !(builtins.isString text) then
+      throw "stand-in nixpkgs: writeTextDir ${path}: the text must be a string, got a ${builtins.typeOf text}"
+    else
+      mkFake {
+        attrPath = "writeTextDir";
+        pname = baseNameOf path;
+        version = "text";
+        seed = seedOf { inherit path text; };
+        passthru = {
+          standInCall = record "writeTextDir" { inherit path text; };
+          standInArgs = { inherit path text; };
+        };
+      };
+
   # known.nixpkgs holds attribute paths: "git" (top level) or "rPackages.IRkernel" (in a set).
   pathOf = name: builtins.filter builtins.isString (builtins.split "\\." name);
   topNames = builtins.filter (name: builtins.length (pathOf name) == 1) known.nixpkgs;
@@ -193,10 +302,16 @@ let
       };
     };
 
-  top = mkSet "" topNames catalog.top // {
-    inherit nixfmt;
-    nixfmt-tree = nixfmtTreeWith { };
-  };
+  plainTop = mkSet "" topNames catalog.top;
+  # The R wrappers are known attributes with an `.override`; the rest are plain packages.
+  top =
+    plainTop
+    // {
+      inherit nixfmt;
+      nixfmt-tree = nixfmtTreeWith { };
+    }
+    // (if plainTop ? rWrapper then { inherit rWrapper; } else { })
+    // (if plainTop ? rstudioServerWrapper then { inherit rstudioServerWrapper; } else { });
   nestedSets = builtins.listToAttrs (
     map (
       setName:
@@ -415,6 +530,8 @@ else
       fakeNss
       mkShell
       runCommand
+      writeTextDir
+      rPackages
       ;
     python313 = python3;
     python313Packages = python3Packages;

@@ -89,7 +89,6 @@
     ps.rich
     ps.scikit-image
     ps.scikit-learn
-    ps.scikit-optimize
     ps.scipy
     ps.seaborn
     ps.sentencepiece

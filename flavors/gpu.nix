@@ -92,7 +92,6 @@
     ps.rich
     ps.scikit-image
     ps.scikit-learn
-    ps.scikit-optimize
     ps.scipy
     ps.seaborn
     ps.sentencepiece

@@ -146,7 +146,7 @@ def list_(root: Path | None) -> None:
         _table(
             ["TOOL", "PORT", "ROUTE", "PROCESSES", "DESCRIPTION"],
             [
-                [t.name, str(t.port) if t.port else "-", t.route.prefix if t.route else "-", ",".join(p.name for p in t.processes) or "-", t.description]
+                [t.name, str(t.port) if t.port else ("socket" if t.socket else "-"), t.route.prefix if t.route else "-", ",".join(p.name for p in t.processes) or "-", t.description]
                 for t in (spec.tools[n] for n in sorted(spec.tools))
             ],
         )
@@ -173,6 +173,7 @@ def flavor_summary(spec: Spec, flavor: ResolvedFlavor) -> dict:
         "replaced": {"python": flavor.replaced_python, "nixpkgs": flavor.replaced_nixpkgs},
         "env": flavor.env,
         "ports": {t: spec.tools[t].port for t in flavor.tools if spec.tools[t].port is not None},
+        "sockets": [t for t in flavor.tools if spec.tools[t].socket],  # tools on a runtime-made unix socket
     }
 
 

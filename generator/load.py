@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .model import (
+    PACKAGE_PLACEHOLDER_RE,
     PLACEHOLDERS,
     PORT_PLACEHOLDERS,
+    ROUTE_PLACEHOLDERS,
+    SECRET_FILE_FORMATS,
+    SECRET_SCHEMES,
     SYSTEMS,
     Cuda,
     Flavor,
@@ -26,6 +30,8 @@ from .model import (
     Ready,
     Replace,
     Route,
+    Secret,
+    SecretFile,
     Spec,
     SpecError,
     Tool,
@@ -43,8 +49,21 @@ PREFIX_RE = re.compile(r"/([A-Za-z0-9._~-]+/)*\Z")
 IMAGE_RE = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*\Z")
 CUDA_CAP_RE = re.compile(r"[0-9]+\.[0-9]+[a-z]?\Z")
 PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
+PACKAGE_RE = re.compile(PACKAGE_PLACEHOLDER_RE + r"\Z")
+HEADER_RE = re.compile(r"[A-Za-z0-9-]+\Z")
+USER_RE = re.compile(r"[A-Za-z0-9._-]+\Z")
 
 MISSING = object()
+
+
+@dataclass(frozen=True)
+class Where:
+    """What a tool offers its placeholders: which of {port} {prefix} {socket} {secret} make sense."""
+
+    port: bool
+    route: bool
+    socket: bool
+    secret: bool
 
 
 def describe(value: Any) -> str:
@@ -97,6 +116,11 @@ PREFIX = Kind(
     lambda v: isinstance(v, str) and bool(PREFIX_RE.match(v)),
 )
 URL_PATH = Kind('a URL path starting with "/"', lambda v: isinstance(v, str) and v.startswith("/"))
+# Sub-paths of a route the gateway treats specially; `*` stands for the rest of one path segment.
+SUB_PATH = Kind(
+    'a URL path starting with "/" of letters, digits and . _ / + @ = - (and * for the rest of a segment)',
+    lambda v: isinstance(v, str) and re.fullmatch(r"/[A-Za-z0-9._/+@=*-]*", v) is not None,
+)
 MENU_URL = Kind(
     'a URL path starting with "/", or "" for an action button',
     lambda v: isinstance(v, str) and (v == "" or v.startswith("/")),
@@ -119,6 +143,7 @@ class Checker:
     def __init__(self, file: str, errors: list[SpecError]):
         self.file = file
         self.errors = errors
+        self.used: set[str] = set()  # placeholders seen in commands and env values
 
     def error(self, key: str, expected: str, found: str) -> None:
         self.errors.append(SpecError(self.file, key, expected, found))
@@ -187,8 +212,8 @@ class Checker:
                     self.error(f"{join(path, key)}[{index}]", f"{what} listed in {known.file}", f'"{item}"')
         return tuple(item for _, item in items)
 
-    def env(self, table: dict, path: str, key: str, has_port: bool | None) -> dict[str, str]:
-        """An env table: variable names to strings (placeholders checked when `has_port` is given)."""
+    def env(self, table: dict, path: str, key: str, ctx: "Where | None") -> dict[str, str]:
+        """An env table: variable names to strings (placeholders checked when `ctx`, the tool's, is given)."""
         value = table.get(key, MISSING)
         if value is MISSING:
             return {}
@@ -204,20 +229,29 @@ class Checker:
             elif not isinstance(value[name], str):
                 self.error(item_where, "a string", describe(value[name]))
             else:
-                if has_port is not None:
-                    self.placeholders(item_where, value[name], has_port)
+                if ctx is not None:
+                    self.placeholders(item_where, value[name], ctx)
                 env[name] = value[name]
         return env
 
-    def placeholders(self, where: str, text: str, has_port: bool) -> None:
-        known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    def placeholders(self, where: str, text: str, tool: Where) -> None:
+        known = ", ".join("{" + p + "}" for p in PLACEHOLDERS) + ", {package:PROGRAM}"
         if "{" in PLACEHOLDER_RE.sub("", text) or "}" in PLACEHOLDER_RE.sub("", text):
             self.error(where, f"placeholders of the form {{name}} ({known})", f"an unbalanced brace in {describe(text)}")
         for name in PLACEHOLDER_RE.findall(text):
+            self.used.add(name)
+            if PACKAGE_RE.match(name):
+                continue
             if name not in PLACEHOLDERS:
                 self.error(where, f"only the placeholders {known}", f'the unknown placeholder "{{{name}}}"')
-            elif name in PORT_PLACEHOLDERS and not has_port:
+            elif name in PORT_PLACEHOLDERS and not tool.port:
                 self.error(where, f"no {{{name}}} in a tool without `port`", f'"{{{name}}}" in {describe(text)}')
+            elif name in ROUTE_PLACEHOLDERS and not tool.route:
+                self.error(where, f"no {{{name}}} in a tool without `port` or `socket = true`", f'"{{{name}}}" in {describe(text)}')
+            elif name == "socket" and not tool.socket:
+                self.error(where, "no {socket} in a tool without `socket = true`", f'"{{socket}}" in {describe(text)}')
+            elif name == "secret" and not tool.secret:
+                self.error(where, "no {secret} in a tool without a [secret] table", f'"{{secret}}" in {describe(text)}')
 
 
 def join(path: str, key: str) -> str:
@@ -254,10 +288,14 @@ def read_toml(path: Path, file: str, errors: list[SpecError]) -> dict | None:
 # ---------------------------------------------------------------------------------------------
 # tools
 
-TOOL_KEYS = ("description", "nixpkgs", "python", "needs", "port", "health", "env", "process", "route", "menu")
+TOOL_KEYS = ("description", "nixpkgs", "python", "needs", "port", "socket", "health", "env", "secret", "process", "route", "menu")
 PROCESS_KEYS = ("name", "command", "env", "ready")
-READY_KEYS = ("http", "tcp")
-ROUTE_KEYS = ("prefix", "strip_prefix", "websockets")
+READY_KEYS = ("http", "tcp", "socket")
+ROUTE_KEYS = ("prefix", "strip_prefix", "websockets", "user_content", "blocked", "untyped_html")
+SECRET_KEYS = ("scheme", "user", "header", "file")
+SECRET_FILE_KEYS = ("path", "format", "display")
+# A secret file lives in the runtime's 0700 folder, never anywhere else.
+SECRET_PATH_RE = re.compile(r"\{(tool_dir|runtime_dir)\}/[^{}]+\Z")
 MENU_KEYS = ("id", "name", "description", "url_path")
 
 
@@ -270,9 +308,15 @@ def check_tool(
     c.keys(data, "", TOOL_KEYS, required=("description",))
     port = c.value(data, "", "port", PORT, None)
     has_port = "port" in data  # a wrong port is reported once, not again for each {port}
+    socket = c.value(data, "", "socket", BOOL, False)
+    if socket and has_port:
+        c.error("socket", "either `port` (TCP) or socket = true (a unix socket), not both", "socket = true and a port")
+    has_route = has_port or socket
     health = c.value(data, "", "health", BOOL, False)
-    if health and not has_port:
-        c.error("health", "health = true only on a tool with a `port`", "health = true and no port")
+    if health and not has_route:
+        c.error("health", "health = true only on a tool with a `port` or socket = true", "health = true and neither")
+    secret = _check_secret(c, data, has_route)
+    ctx = Where(port=has_port, route=has_route, socket=bool(socket), secret="secret" in data)
 
     processes = []
     raw_processes = data.get("process", [])
@@ -281,7 +325,7 @@ def check_tool(
         raw_processes = []
     seen_names: set[str] = set()
     for index, raw in enumerate(raw_processes):
-        process = _check_process(c, f"process[{index}]", raw, has_port)
+        process = _check_process(c, f"process[{index}]", raw, ctx)
         if process.name in seen_names:
             c.error(f"process[{index}].name", "a process name unique within the tool", f'"{process.name}" a second time')
         seen_names.add(process.name)
@@ -292,15 +336,18 @@ def check_tool(
     if raw_route is not MISSING and not isinstance(raw_route, dict):
         c.error("route", "a table ([route])", describe(raw_route))
         raw_route = MISSING
-    if raw_route is not MISSING and not has_port:
-        c.error("route", "no [route] in a tool without `port` (the gateway needs a port to proxy to)", "a [route] table")
-    if has_port:
+    if raw_route is not MISSING and not has_route:
+        c.error("route", "no [route] in a tool without `port` or socket = true (the gateway needs somewhere to proxy to)", "a [route] table")
+    if has_route:
         raw_route = raw_route if raw_route is not MISSING else {}
         c.keys(raw_route, "route", ROUTE_KEYS)
         route = Route(
             prefix=c.value(raw_route, "route", "prefix", PREFIX, f"/tools/{name}/"),
             strip_prefix=c.value(raw_route, "route", "strip_prefix", BOOL, True),
             websockets=c.value(raw_route, "route", "websockets", BOOL, True),
+            user_content=c.items(raw_route, "route", "user_content", SUB_PATH),
+            blocked=c.items(raw_route, "route", "blocked", SUB_PATH),
+            untyped_html=c.items(raw_route, "route", "untyped_html", SUB_PATH),
         )
 
     menu = []
@@ -320,6 +367,12 @@ def check_tool(
             )
         )
 
+    tool_env = c.env(data, "", "env", ctx)
+    # A socket or a secret the tool is never told about protects nothing: say so.
+    if socket and ctx.socket and "socket" not in c.used:
+        c.error("socket", "{socket} in a process command or env value (where the tool listens)", "socket = true and no {socket}")
+    if secret is not None and "secret" not in c.used and not secret.files:
+        c.error("secret", "{secret} in a process command or env value, or a [[secret.file]]", "a [secret] the tool never receives")
     return Tool(
         name=name,
         file=file,
@@ -329,14 +382,56 @@ def check_tool(
         needs=c.references(data, "", "needs", tool_names, TOOLS_DIR, itself=name),
         port=port,
         health=health,
-        env=c.env(data, "", "env", has_port),
+        env=tool_env,
         processes=tuple(processes),
         route=route,
         menu=tuple(menu),
+        socket=bool(socket),
+        secret=secret,
     )
 
 
-def _check_process(c: Checker, path: str, raw: dict, has_port: bool) -> Process:
+def _check_secret(c: Checker, data: dict, has_route: bool) -> Secret | None:
+    raw = data.get("secret", MISSING)
+    if raw is MISSING:
+        return None
+    if not isinstance(raw, dict):
+        c.error("secret", "a table ([secret])", describe(raw))
+        return None
+    c.keys(raw, "secret", SECRET_KEYS)
+    scheme = c.value(raw, "secret", "scheme", Kind("one of " + ", ".join(f'"{s}"' for s in SECRET_SCHEMES), lambda v: v in SECRET_SCHEMES), None)
+    user = c.value(raw, "secret", "user", Kind("a user name of letters, digits and . _ -", lambda v: isinstance(v, str) and bool(USER_RE.match(v))), None)
+    header = c.value(raw, "secret", "header", Kind("an HTTP header name of letters, digits and -", lambda v: isinstance(v, str) and bool(HEADER_RE.match(v))), None)
+    if scheme is not None and not has_route:
+        c.error("secret.scheme", "a scheme only on a tool the gateway proxies to (`port`)", f'"{scheme}" and no port')
+    if scheme == "basic" and user is None and "user" not in raw:
+        c.error("secret.user", 'a user name (scheme "basic" sends Authorization: Basic base64(user:secret))', describe(MISSING))
+    if scheme == "header" and header is None and "header" not in raw:
+        c.error("secret.header", 'a header name (scheme "header" sends the secret in it)', describe(MISSING))
+    if "user" in raw and scheme != "basic":
+        c.error("secret.user", 'user only with scheme = "basic"', describe(raw["user"]))
+    if "header" in raw and scheme != "header":
+        c.error("secret.header", 'header only with scheme = "header"', describe(raw["header"]))
+    files = []
+    raw_files = raw.get("file", [])
+    if not isinstance(raw_files, list) or not all(isinstance(f, dict) for f in raw_files):
+        c.error("secret.file", "an array of tables ([[secret.file]])", describe(raw_files))
+        raw_files = []
+    for index, item in enumerate(raw_files):
+        where = f"secret.file[{index}]"
+        c.keys(item, where, SECRET_FILE_KEYS, required=("path", "format"))
+        path = c.value(item, where, "path", Kind('a path "{tool_dir}/NAME" or "{runtime_dir}/NAME" (inside the private runtime folder)', lambda v: isinstance(v, str) and bool(SECRET_PATH_RE.match(v))), "")
+        fmt = c.value(item, where, "format", Kind("one of " + ", ".join(f'"{f}"' for f in SECRET_FILE_FORMATS), lambda v: v in SECRET_FILE_FORMATS), "plain")
+        display = c.value(item, where, "display", Kind("an X display number 0-999", lambda v: _is_int(v) and 0 <= v <= 999), None)
+        if fmt == "xauthority" and display is None and "display" not in item:
+            c.error(join(where, "display"), 'the X display number (format "xauthority")', describe(MISSING))
+        if "display" in item and fmt != "xauthority":
+            c.error(join(where, "display"), 'display only with format = "xauthority"', describe(item["display"]))
+        files.append(SecretFile(path=path, format=fmt, display=display))
+    return Secret(scheme=scheme, user=user, header=header, files=tuple(files))
+
+
+def _check_process(c: Checker, path: str, raw: dict, ctx: Where) -> Process:
     c.keys(raw, path, PROCESS_KEYS, required=("name", "command"))
     command = raw.get("command", MISSING)
     good_command: tuple[str, ...] = ()
@@ -349,7 +444,7 @@ def _check_process(c: Checker, path: str, raw: dict, has_port: bool) -> Process:
                 if not isinstance(arg, str) or (index == 0 and not arg.strip()):
                     c.error(where, "a string" if index else "a program name (non-empty string)", describe(arg))
                 else:
-                    c.placeholders(where, arg, has_port)
+                    c.placeholders(where, arg, ctx)
             good_command = tuple(a for a in command if isinstance(a, str))
 
     ready = Ready()
@@ -357,19 +452,27 @@ def _check_process(c: Checker, path: str, raw: dict, has_port: bool) -> Process:
     if raw_ready is not MISSING:
         where = join(path, "ready")
         if not isinstance(raw_ready, dict):
-            c.error(where, "a table with http = PATH or tcp = PORT", describe(raw_ready))
+            c.error(where, "a table with http = PATH, tcp = PORT or socket = PATH", describe(raw_ready))
         else:
             c.keys(raw_ready, where, READY_KEYS)
             if len([k for k in READY_KEYS if k in raw_ready]) != 1:
-                c.error(where, "exactly one of http = PATH or tcp = PORT", f"{len(raw_ready)} keys")
+                c.error(where, "exactly one of http = PATH, tcp = PORT or socket = PATH", f"{len(raw_ready)} keys")
+            if "http" in raw_ready and not ctx.route:
+                c.error(join(where, "http"), "http only in a tool with `port` or socket = true (it is polled there)", describe(raw_ready["http"]))
+            socket_path = c.value(raw_ready, where, "socket", Kind(
+                'a unix socket path under the runtime folder: "{socket}", "{tool_dir}/NAME" or "{runtime_dir}/NAME"',
+                lambda v: isinstance(v, str) and (v == "{socket}" or bool(SECRET_PATH_RE.match(v)))), None)
+            if socket_path is not None:
+                c.placeholders(join(where, "socket"), socket_path, ctx)
             ready = Ready(
                 http=c.value(raw_ready, where, "http", URL_PATH, None),
                 tcp=c.value(raw_ready, where, "tcp", PORT, None),
+                socket=socket_path,
             )
     return Process(
         name=c.value(raw, path, "name", NAME, ""),
         command=good_command,
-        env=c.env(raw, path, "env", has_port),
+        env=c.env(raw, path, "env", ctx),
         ready=ready,
     )
 

@@ -10,9 +10,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Placeholders the runtime substitutes in process commands and env values (docs/architecture.md).
-PLACEHOLDERS = ("base_url", "home", "port", "prefix", "runtime_dir", "tool_dir", "user", "workspace")
+PLACEHOLDERS = (
+    "base_url", "home", "port", "prefix", "runtime_dir", "secret", "socket", "tool_dir", "toolkit", "user",
+    "workspace",
+)
 # Placeholders that only make sense for a tool with a `port` (and so a route).
-PORT_PLACEHOLDERS = ("port", "prefix")
+PORT_PLACEHOLDERS = ("port",)
+# ... with a route (a `port` or `socket = true`).
+ROUTE_PLACEHOLDERS = ("prefix",)
+# `{package:PROGRAM}`: the package folder of a program on PATH (realpath of the program, two levels
+# up): how a tool finds data its package ships beside the program (noVNC's web app).
+PACKAGE_PLACEHOLDER_RE = r"package:[a-z][a-z0-9_.+-]*"
+# How the gateway presents a tool's per-start {secret} (`[secret] scheme`).
+SECRET_SCHEMES = ("basic", "header")
+# What the runtime writes into a `[[secret.file]]` at each start.
+SECRET_FILE_FORMATS = ("glances-password", "plain", "xauthority")
 
 SYSTEMS = ("aarch64-linux", "x86_64-linux")
 
@@ -43,14 +55,17 @@ class SpecInvalid(Exception):
 
 @dataclass(frozen=True)
 class Ready:
-    http: str | None = None  # path polled until it answers < 500
+    http: str | None = None  # path polled until it answers < 500 (over the tool's socket or port)
     tcp: int | None = None  # port that accepts connections
+    socket: str | None = None  # unix socket path (with placeholders) that accepts connections
 
     def as_json(self) -> dict | None:
         if self.http is not None:
             return {"http": self.http}
         if self.tcp is not None:
             return {"tcp": self.tcp}
+        if self.socket is not None:
+            return {"socket": self.socket}
         return None
 
 
@@ -67,6 +82,34 @@ class Route:
     prefix: str
     strip_prefix: bool
     websockets: bool
+    user_content: tuple[str, ...] = ()  # sub-paths serving the user's files as documents
+    blocked: tuple[str, ...] = ()  # sub-paths the gateway refuses
+    untyped_html: tuple[str, ...] = ()  # exact sub-paths of the tool's own pages sent without Content-Type
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    path: str  # with placeholders
+    format: str  # one of SECRET_FILE_FORMATS
+    display: int | None = None  # X display number (format "xauthority")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A random value the runtime makes at each start ({secret}); the tool requires it."""
+
+    scheme: str | None  # how the gateway sends it on every request (None: the gateway does not)
+    user: str | None  # scheme "basic": the user name
+    header: str | None  # scheme "header": the request header
+    files: tuple[SecretFile, ...]
+
+    def as_json(self) -> dict:
+        return {
+            "scheme": self.scheme,
+            "user": self.user,
+            "header": self.header,
+            "files": [{"path": f.path, "format": f.format, "display": f.display} for f in self.files],
+        }
 
 
 @dataclass(frozen=True)
@@ -91,6 +134,8 @@ class Tool:
     processes: tuple[Process, ...]
     route: Route | None
     menu: tuple[MenuEntry, ...]
+    socket: bool = False  # the web server listens on the runtime-made unix socket {socket}
+    secret: Secret | None = None
 
 
 @dataclass(frozen=True)

@@ -144,10 +144,19 @@ def tool_manifest_entry(tool: Tool) -> dict:
         "name": tool.name,
         "description": tool.description,
         "port": tool.port,
+        "socket": tool.socket,
+        "secret": None if tool.secret is None else tool.secret.as_json(),
         "health": tool.health,
         "route": None
         if tool.route is None
-        else {"prefix": tool.route.prefix, "strip_prefix": tool.route.strip_prefix, "websockets": tool.route.websockets},
+        else {
+            "prefix": tool.route.prefix,
+            "strip_prefix": tool.route.strip_prefix,
+            "websockets": tool.route.websockets,
+            "user_content": list(tool.route.user_content),
+            "blocked": list(tool.route.blocked),
+            "untyped_html": list(tool.route.untyped_html),
+        },
         "env": dict(sorted(tool.env.items())),
         "processes": [
             {"name": p.name, "command": list(p.command), "env": dict(sorted(p.env.items())), "ready": p.ready.as_json()}

@@ -5,5 +5,5 @@
   packages = [ pkgs.glances ];
   pythonPackages = ps: [ ];
   needs = [ "nginx" "supervisor" ];
-  env = { };
+  env = { XDG_CONFIG_HOME = "{tool_dir}"; };
 }

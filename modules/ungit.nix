@@ -5,5 +5,5 @@
   packages = [ pkgs.git pkgs.ungit ];
   pythonPackages = ps: [ ];
   needs = [ "nginx" "supervisor" ];
-  env = { };
+  env = { MLWS_UNIX_LISTEN_PORT = "8051"; MLWS_UNIX_LISTEN_SOCKET = "{socket}"; NODE_OPTIONS = "--require {toolkit}/node-unix-listen.js"; };
 }

@@ -18,5 +18,5 @@
   ];
   pythonPackages = ps: [ ps.websockify ];
   needs = [ "nginx" "supervisor" ];
-  env = { DISPLAY = ":1"; };
+  env = { DISPLAY = ":1"; XAUTHORITY = "{tool_dir}/Xauthority"; };
 }

@@ -9,10 +9,17 @@ import dataclasses
 import json
 import os
 import re
-import string
 
-PLACEHOLDERS = {"port", "base_url", "prefix", "workspace", "home", "runtime_dir", "tool_dir", "user"}
+PLACEHOLDERS = {
+    "port", "base_url", "prefix", "workspace", "home", "runtime_dir", "tool_dir", "user", "socket", "secret",
+    "toolkit",
+}
+# {package:PROGRAM}: the package folder of a program on PATH (docs/architecture.md).
+PACKAGE_PLACEHOLDER = re.compile(r"^package:([a-z][a-z0-9_.+-]*)$")
+PLACEHOLDER_PATTERN = re.compile(r"\{([^{}]*)\}")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]*$")
+SECRET_SCHEMES = {"basic", "header"}
+SECRET_FILE_FORMATS = {"glances-password", "plain", "xauthority"}
 
 
 class ManifestError(Exception):
@@ -32,6 +39,24 @@ class Route:
     prefix: str
     strip_prefix: bool
     websockets: bool
+    user_content: tuple[str, ...] = ()  # sub-paths (relative to prefix) serving the user's files
+    blocked: tuple[str, ...] = ()  # sub-paths the gateway refuses
+    untyped_html: tuple[str, ...] = ()  # exact sub-paths of the tool's own HTML pages sent without a type
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretFile:
+    path: str  # with placeholders ({tool_dir}/..., {runtime_dir}/...)
+    format: str  # "plain" | "glances-password" | "xauthority"
+    display: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Secret:
+    scheme: str | None  # how the gateway presents it: "basic", "header" or None
+    user: str | None
+    header: str | None
+    files: tuple[SecretFile, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +69,8 @@ class Tool:
     env: dict[str, str]
     processes: tuple[Process, ...]
     menu: tuple[dict, ...]
+    socket: bool = False  # the web server listens on the runtime-made unix socket {socket}
+    secret: Secret | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +129,54 @@ def _string_map(value, where: str) -> dict[str, str]:
 
 
 def _check_placeholders(text: str, where: str) -> None:
-    for _, field, _, _ in string.Formatter().parse(text):
-        if field is not None and field not in PLACEHOLDERS:
+    rest = PLACEHOLDER_PATTERN.sub("", text)
+    if "{" in rest or "}" in rest:
+        raise ManifestError(f"{where}: unbalanced brace in {text!r}")
+    for field in PLACEHOLDER_PATTERN.findall(text):
+        if field not in PLACEHOLDERS and not PACKAGE_PLACEHOLDER.match(field):
             raise ManifestError(f"{where}: unknown placeholder {{{field}}} in {text!r}")
+
+
+def package_programs(text: str) -> list[str]:
+    """Programs named by {package:PROGRAM} placeholders in `text`."""
+    return [m.group(1) for m in map(PACKAGE_PLACEHOLDER.match, PLACEHOLDER_PATTERN.findall(text)) if m]
+
+
+def _string_list(value, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") for v in value):
+        raise ManifestError(f"{where}: expected a list of paths starting with /")
+    return tuple(value)
+
+
+def _secret(raw, where: str) -> Secret | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where}: expected an object or null")
+    scheme = raw.get("scheme")
+    if scheme is not None and scheme not in SECRET_SCHEMES:
+        raise ManifestError(f"{where}.scheme: expected one of {sorted(SECRET_SCHEMES)} or null, found {scheme!r}")
+    user, header = raw.get("user"), raw.get("header")
+    if scheme == "basic" and not (isinstance(user, str) and re.match(r"^[A-Za-z0-9._-]+$", user)):
+        raise ManifestError(f"{where}.user: expected a user name for scheme basic, found {user!r}")
+    if scheme == "header" and not (isinstance(header, str) and re.match(r"^[A-Za-z0-9-]+$", header)):
+        raise ManifestError(f"{where}.header: expected a header name for scheme header, found {header!r}")
+    files = []
+    for index, item in enumerate(raw.get("files") or []):
+        f_where = f"{where}.files[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise ManifestError(f"{f_where}: expected an object with a path")
+        if not re.match(r"^\{(tool_dir|runtime_dir)\}/[^{}]+$", item["path"]) or "/../" in item["path"] + "/":
+            raise ManifestError(f"{f_where}.path: expected {{tool_dir}}/NAME or {{runtime_dir}}/NAME, found {item['path']!r}")
+        if item.get("format") not in SECRET_FILE_FORMATS:
+            raise ManifestError(f"{f_where}.format: expected one of {sorted(SECRET_FILE_FORMATS)}, found {item.get('format')!r}")
+        display = item.get("display")
+        if item["format"] == "xauthority" and not (isinstance(display, int) and not isinstance(display, bool) and 0 <= display <= 999):
+            raise ManifestError(f"{f_where}.display: expected an X display number, found {display!r}")
+        files.append(SecretFile(item["path"], item["format"], display))
+    return Secret(scheme, user if scheme == "basic" else None, header if scheme == "header" else None, tuple(files))
 
 
 def load_manifest(path: str) -> Manifest:
@@ -136,11 +208,14 @@ def load_manifest(path: str) -> Manifest:
             if port in seen_ports:
                 raise ManifestError(f"{where}.port: {port} is also the port of {seen_ports[port]}")
             seen_ports[port] = name
+        socket = raw.get("socket") is True
+        if socket and port is not None:
+            raise ManifestError(f"{where}: a tool has a port or \"socket\": true, not both")
         route = None
         raw_route = raw.get("route")
         if raw_route is not None:
-            if port is None:
-                raise ManifestError(f"{where}.route: a route needs a port")
+            if port is None and not socket:
+                raise ManifestError(f"{where}.route: a route needs a port or \"socket\": true")
             prefix = _require(raw_route, "prefix", str, where + ".route")
             if not (prefix.startswith("/") and prefix.endswith("/")) or any(ch in prefix for ch in "?#{}; \"'\\"):
                 raise ManifestError(f"{where}.route.prefix: expected a path like /tools/{name}/, found {prefix!r}")
@@ -148,6 +223,9 @@ def load_manifest(path: str) -> Manifest:
                 prefix=prefix,
                 strip_prefix=bool(raw_route.get("strip_prefix", True)),
                 websockets=bool(raw_route.get("websockets", True)),
+                user_content=_string_list(raw_route.get("user_content"), where + ".route.user_content"),
+                blocked=_string_list(raw_route.get("blocked"), where + ".route.blocked"),
+                untyped_html=_string_list(raw_route.get("untyped_html"), where + ".route.untyped_html"),
             )
         processes = []
         for p_index, raw_process in enumerate(raw.get("processes") or []):
@@ -166,9 +244,13 @@ def load_manifest(path: str) -> Manifest:
             ready = raw_process.get("ready")
             if ready is not None and not (
                 isinstance(ready, dict)
-                and (isinstance(ready.get("http"), str) or isinstance(ready.get("tcp"), int))
+                and (isinstance(ready.get("http"), str) or isinstance(ready.get("tcp"), int)
+                     or isinstance(ready.get("socket"), str))
             ):
-                raise ManifestError(f"{p_where}.ready: expected null, {{\"http\": PATH}} or {{\"tcp\": PORT}}")
+                raise ManifestError(
+                    f"{p_where}.ready: expected null, {{\"http\": PATH}}, {{\"tcp\": PORT}} or {{\"socket\": PATH}}")
+            if ready is not None and isinstance(ready.get("socket"), str):
+                _check_placeholders(ready["socket"], p_where + ".ready.socket")
             processes.append(Process(p_name, tuple(command), p_env, ready))
         tool_env = _string_map(raw.get("env") or {}, where + ".env")
         for value in tool_env.values():
@@ -184,14 +266,16 @@ def load_manifest(path: str) -> Manifest:
                 env=tool_env,
                 processes=tuple(processes),
                 menu=menu,
+                socket=socket,
+                secret=_secret(raw.get("secret"), where + ".secret"),
             )
         )
     health = [tool.name for tool in tools if tool.health]
     if len(health) != 1:
         raise ManifestError(f"{path}: expected exactly one tool with \"health\": true (Jupyter), found {health or 'none'}")
     health_tool = next(tool for tool in tools if tool.health)
-    if health_tool.port is None or health_tool.route is None:
-        raise ManifestError(f"{path}: tool {health_tool.name}: the health tool needs a port and a route")
+    if (health_tool.port is None and not health_tool.socket) or health_tool.route is None:
+        raise ManifestError(f"{path}: tool {health_tool.name}: the health tool needs a port or socket, and a route")
     return Manifest(
         path=path,
         flavor=str(data.get("flavor", "")),
@@ -202,5 +286,6 @@ def load_manifest(path: str) -> Manifest:
 
 
 def substitute(text: str, values: dict[str, str]) -> str:
-    """Fill {placeholders}; values are inserted verbatim into one argv element, never a shell."""
-    return text.format_map(values)
+    """Fill {placeholders}; values are inserted verbatim into one argv element, never a shell.
+    `values` has a key per placeholder, "package:PROGRAM" included."""
+    return PLACEHOLDER_PATTERN.sub(lambda match: values[match.group(1)], text)

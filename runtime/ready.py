@@ -1,8 +1,8 @@
 """Readiness watcher: `python -m runtime.ready <checks.json>`, a one-shot supervised program.
 
-Polls every process's `ready` check from the manifest (HTTP answer below 500, or a TCP port that
-accepts connections) and prints one line when all are ready, or, after the time limit, which are
-not. The gateway does not wait for it: while a backend does not answer, nginx shows the
+Polls every process's `ready` check from the manifest (HTTP answer below 500 over a TCP port or a
+unix socket, or a TCP port / unix socket that accepts connections) and prints one line when all are
+ready, or, after the time limit, which are not. The gateway does not wait for it: while a backend does not answer, nginx shows the
 "starting" page.
 """
 from __future__ import annotations
@@ -14,14 +14,40 @@ import sys
 import time
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (the tools listen on <runtime-dir>/sockets/<tool>.sock)."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 def check_once(check: dict) -> bool:
     try:
         if "tcp" in check:
             with socket.create_connection(("127.0.0.1", int(check["tcp"])), timeout=2):
                 return True
-        connection = http.client.HTTPConnection("127.0.0.1", int(check["port"]), timeout=5)
+        if "socket" in check:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(2)
+                sock.connect(check["socket"])
+                return True
+        if "unix" in check:
+            connection = UnixHTTPConnection(check["unix"], timeout=5)
+        else:
+            connection = http.client.HTTPConnection("127.0.0.1", int(check["port"]), timeout=5)
         try:
-            connection.request("GET", check["path"])
+            connection.request("GET", check["path"], headers=check.get("headers") or {})
             return connection.getresponse().status < 500
         finally:
             connection.close()

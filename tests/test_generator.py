@@ -205,7 +205,9 @@ def test_adding_a_tool_is_one_spec_file_and_generate(repo_copy, mlws):
         data = json.loads((repo_copy / f"flavors/{flavor}.manifest.json").read_text())
         hello = next(t for t in data["tools"] if t["name"] == "hello")
         assert hello["port"] == 8123
-        assert hello["route"] == {"prefix": "/tools/hello/", "strip_prefix": True, "websockets": True}
+        assert hello["route"] == {"prefix": "/tools/hello/", "strip_prefix": True, "websockets": True,
+                                  "user_content": [], "blocked": [], "untyped_html": []}
+        assert hello["socket"] is False and hello["secret"] is None
         assert hello["processes"][0]["ready"] == {"http": "/"}
         assert '"hello"' in (repo_copy / f"flavors/{flavor}.nix").read_text()
 
@@ -233,8 +235,8 @@ def test_list_shows_flavors_and_tools(mlws):
     assert flavors["gpu"][1:3] == ["full", "ml-workspace-gpu"] and flavors["gpu"][-1] == "yes"
     assert flavors["minimal"][1] == "-" and flavors["minimal"][-1] == "no"
     tools = {row[0]: row for row in rows if row and row[0] in {"jupyter", "vnc", "ssh"}}
-    assert tools["jupyter"][1:3] == ["8090", "/"]
-    assert tools["vnc"][1:4] == ["6901", "/tools/vnc/", "xserver,desktop,novnc"]
+    assert tools["jupyter"][1:3] == ["socket", "/"]
+    assert tools["vnc"][1:4] == ["socket", "/tools/vnc/", "xserver,desktop,novnc"]
     assert tools["ssh"][1:3] == ["-", "-"]
 
 
@@ -247,7 +249,8 @@ def test_show_json_and_table(mlws):
     assert data["replaced"]["python"]["torch"] == "torch-bin"
     assert "torch-bin" in data["python"] and "torch" not in data["python"]
     assert "jupyterlab" in data["all_python"] and "jupyterlab" not in data["python"]
-    assert data["ports"]["jupyter"] == 8090
+    assert data["ports"] == {"glances": 8053}
+    assert "jupyter" in data["sockets"] and "vscode" in data["sockets"]
 
     table = mlws("show", "r", "--root", str(REPO))
     assert table.returncode == 0

@@ -92,12 +92,14 @@ def jupyter_is_the_one_health_tool_and_the_catch_all(spec, flavor):
 
 
 @flavor_check("minimal")
-def tools_keep_the_original_ports_and_routes(spec, flavor):
-    ports = {t: spec.tools[t].port for t in flavor.tools}
-    assert ports["jupyter"] == 8090 and ports["vnc"] == 6901 and ports["netdata"] == 8050
-    assert ports["ungit"] == 8051 and ports["glances"] == 8053 and ports["vscode"] == 8054 and ports["filebrowser"] == 8055
-    used = [p for p in ports.values() if p is not None]
-    assert len(used) == len(set(used))
+def tools_listen_on_private_sockets_or_require_a_secret(spec, flavor):
+    # Every web backend is reachable by the workspace user only: a unix socket in the 0700 runtime
+    # folder, or (Glances, which cannot) a TCP port with a per-start secret the gateway presents.
+    sockets = {t for t in flavor.tools if spec.tools[t].socket}
+    assert {"jupyter", "vnc", "netdata", "ungit", "vscode", "filebrowser", "tensorboard"} <= sockets
+    tcp = {t: spec.tools[t] for t in flavor.tools if spec.tools[t].port is not None}
+    assert set(tcp) == {"glances"} and tcp["glances"].port == 8053
+    assert all(tool.secret is not None and tool.secret.scheme for tool in tcp.values())
     assert spec.tools["filebrowser"].route.prefix == "/shared/filebrowser/"
     assert spec.tools["ungit"].route.strip_prefix is False
 

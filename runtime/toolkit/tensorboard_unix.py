@@ -1,0 +1,31 @@
+"""TensorBoard on a unix socket: `python3 tensorboard_unix.py --host=unix://PATH [tensorboard flags]`.
+
+Run by the workspace's TensorBoard tool (spec/tools/tensorboard.toml) with the image's Python,
+which has the `tensorboard` package. TensorBoard's own server class (program.WerkzeugServer)
+already binds a werkzeug `unix://` host as an AF_UNIX socket, but its get_url formats the port
+with "%d", which fails for a unix socket (the "port" is the path), before it serves anything. This
+is tensorboard.main.run_main with a server class that reports a URL without a TCP port.
+"""
+import sys
+
+try:
+    from absl import app
+    from tensorboard import default, main_lib, program
+except ImportError as error:  # the tool's python package is missing from this Python
+    sys.exit(f"tensorboard_unix: cannot import TensorBoard ({error}); is python3Packages.tensorboard installed?")
+
+
+class UnixSocketServer(program.WerkzeugServer):
+    def get_url(self):
+        # Used for the start-up line and the %tensorboard info file; there is no TCP port to name.
+        return "http://localhost:0%s/" % self._flags.path_prefix.rstrip("/")
+
+
+def main() -> None:
+    main_lib.global_init()
+    tensorboard = program.TensorBoard(plugins=default.get_plugins(), server_class=UnixSocketServer)
+    app.run(tensorboard.main, flags_parser=tensorboard.configure)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,14 +2,17 @@
 #
 # `mlws start` runs Jupyter with `--config=<this file>` and MLWS_JUPYTER_SETTINGS pointing at a
 # JSON file in the runtime folder (mode 0600) that holds:
-#   {"gateway_header": "X-Mlws-Gateway", "gateway_secret": "<hex>", "token": "<token>",
-#    "user_name": "<login name>"}
+#   {"gateway_header": "X-Mlws-Gateway", "gateway_secret": "<hex>", "token": "",
+#    "auth_kind_header": "X-Mlws-Auth", "user_name": "<login name>", "mode": "token"}
 #
 # Why: the gateway (nginx) authenticates every request itself (session cookie or token, checked
 # in nginx with no round trip) and then sets the secret header, overwriting any header of that
-# name a client sent. Jupyter accepts such a request as the workspace user WITHOUT marking it
-# token-authenticated, so Jupyter's XSRF and Origin checks stay on for browsers. Requests with
-# `Authorization: token <token>` (API clients) keep Jupyter's normal token authentication.
+# name a client sent. Jupyter accepts such a request as the workspace user. Jupyter itself has no
+# token at all, so none can appear in a page config (B/lab, B/tree) or its server-info file: the
+# permanent token never reaches a page. The gateway also says how it authenticated the request
+# (auth-kind header, also always overwritten): "session" (a browser's cookie) keeps Jupyter's
+# XSRF and Origin checks on; "token" (`Authorization: token`, or `?token=` on a websocket) marks
+# the request token-authenticated, as plain Jupyter does for API clients.
 # This file deliberately imports nothing from the `runtime` package: the Jupyter on PATH may live
 # in another Python environment than the runtime.
 import hmac
@@ -42,14 +45,11 @@ class GatewayIdentityProvider(IdentityProvider):
         known = getattr(handler, "_jupyter_current_user", None)
         if known:
             return known
-        # An explicit token wins (Jupyter's own rule): API clients stay token-authenticated.
-        token_user = await self.get_user_token(handler)
-        if token_user is not None:
-            handler._token_authenticated = True
-            return token_user
         settings = self._settings()
         sent = handler.request.headers.get(settings["gateway_header"], "")
         if sent and hmac.compare_digest(sent.encode(), settings["gateway_secret"].encode()):
+            if handler.request.headers.get(settings.get("auth_kind_header") or "X-Mlws-Auth", "") == "token":
+                handler._token_authenticated = True
             return self._workspace_user()
         return None
 
@@ -66,7 +66,25 @@ if _settings.get("mode") == "hub":
 else:
     c.ServerApp.identity_provider_class = GatewayIdentityProvider
     c.IdentityProvider.token = _settings["token"]
-# Jupyter listens on 127.0.0.1 only; the Host header is the gateway's public one.
+# jupyter-server-proxy (when a user installs it) would serve any port on the workspace's origin
+# under B/proxy/<port>/, past the gateway's check of who listens there: B/tools/<port>/ is the way.
+c.ServerApp.jpserver_extensions.update({"jupyter_server_proxy": False})
+# Jupyter listens on a unix socket in the runtime folder. Tornado binds it with a backlog of
+# 128; a full TCP backlog only delays a new connection (the SYN is sent again), but a full unix
+# socket backlog refuses it at once (EAGAIN), so a burst of new gateway connections while Jupyter
+# is busy gave 502s. A longer backlog (the kernel caps it at net.core.somaxconn) restores TCP's
+# behaviour. jupyter_server 2.x calls `bind_unix_socket` imported into its serverapp module.
+try:
+    import functools
+
+    import jupyter_server.serverapp as _serverapp
+    import tornado.netutil
+
+    if getattr(_serverapp, "bind_unix_socket", None) is tornado.netutil.bind_unix_socket:
+        _serverapp.bind_unix_socket = functools.partial(tornado.netutil.bind_unix_socket, backlog=4096)
+except ImportError:
+    pass
+# The Host header is the gateway's public one.
 c.ServerApp.allow_remote_access = True
 c.ServerApp.trust_xheaders = True
 c.ServerApp.open_browser = False

@@ -3,7 +3,9 @@
 The supervisor configuration only ever contains this command and runtime-made paths; the real
 argv and environment live in the JSON file (mode 0600), so quotes, newlines, `%` or `;` in any
 value never meet supervisor's ini syntax. Keys: argv (list, argv[0] an absolute path), env (the
-complete environment), cwd, umask (int or null).
+complete environment), cwd, umask (int or null), stale_sockets (optional list of unix socket
+paths the program binds and does not remove itself: a run killed by SIGKILL leaves them behind
+and the next bind would fail, so they are removed first).
 
 Before it starts the program, it kills what is left of the program's previous run. supervisord
 puts each program in its own process group; when a program dies by SIGKILL its children stay
@@ -85,6 +87,11 @@ def main(argv: list[str]) -> int:
         # Only a group of our own is worth recording (supervisord gives each program one).
         with open(record, "w", encoding="utf-8") as handle:
             handle.write(f"{os.getpgrp()}\n")
+    for path in spec.get("stale_sockets") or []:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
     if spec.get("umask") is not None:
         os.umask(int(spec["umask"]))
     if spec.get("cwd"):

@@ -39,6 +39,10 @@ PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https
 DEFAULT_CULL_SECONDS = 48 * 3600
 
 
+# A login (session cookie) lasts this long unless WORKSPACE_SESSION_HOURS says otherwise.
+DEFAULT_SESSION_HOURS = 7 * 24
+
+
 class SettingsError(Exception):
     """Invalid environment: `problems` holds one human-readable line per bad variable."""
 
@@ -68,6 +72,7 @@ class Settings:
     proxy_env: dict[str, str]
     hub_api_token: str | None
     warnings: tuple[str, ...] = ()
+    session_hours: int = DEFAULT_SESSION_HOURS
 
 
 def normalise_base_url(raw: str) -> str:
@@ -248,6 +253,14 @@ def parse_settings(
 
     proxy_env = {name: env[name] for name in PROXY_VARIABLES if env.get(name)}
 
+    session_raw = env.get("WORKSPACE_SESSION_HOURS", "").strip()
+    session_hours = DEFAULT_SESSION_HOURS
+    if session_raw:
+        if session_raw.isdigit() and 1 <= int(session_raw) <= 24 * 366:
+            session_hours = int(session_raw)
+        else:
+            problems.append(f"WORKSPACE_SESSION_HOURS={session_raw!r}: expected a whole number of hours from 1 to 8784")
+
     if problems:
         raise SettingsError(problems)
     return Settings(
@@ -270,4 +283,5 @@ def parse_settings(
         proxy_env=proxy_env,
         hub_api_token=hub_api_token,
         warnings=tuple(warnings),
+        session_hours=session_hours,
     )

@@ -3,7 +3,8 @@
 Order: parse every variable (refuse on any error, nothing started) -> load the manifest -> as root,
 prepare folders for the target user and drop privileges -> write the runtime folder (gateway,
 login service, Jupyter settings, one JSON per program, supervisor configuration) -> tutorials ->
-print the URL (and the generated token, once) -> exec supervisord.
+print the URL (and the generated token, once) -> run supervisord as our child
+(runtime/reaper.py: signals forwarded, orphans reaped, nothing left running after it exits).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import sys
 import time
 
 from runtime import manifest as manifest_mod
+from runtime import secret_files
 from runtime import nginx as nginx_mod
 from runtime.settings import Settings, SettingsError, cgroup_cpu_limit, parse_settings
 from runtime.supervisor import Program, render_supervisor_conf
@@ -44,6 +46,10 @@ def own_pythonpath() -> str:
 STATIC_DIR = os.path.join(PACKAGE_DIR, "static")
 TUTORIALS_DIR = os.path.join(PACKAGE_DIR, "tutorials")
 JUPYTER_CONFIG = os.path.join(PACKAGE_DIR, "jupyter_config.py")
+# Helper files tools load from the runtime package ({toolkit}): node-unix-listen.js, tensorboard_unix.py.
+TOOLKIT_DIR = os.path.join(PACKAGE_DIR, "toolkit")
+# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+UNIX_PATH_MAX = 107
 SSL_SEARCH_DIRS = ("/resources/ssl", "/run/secrets")
 # Secrets of the runtime itself: no tool process needs to see them.
 HIDDEN_FROM_TOOLS = ("AUTHENTICATE_VIA_JUPYTER", "WORKSPACE_AUTH_PASSWORD", "MLWS_TOOLS")
@@ -251,6 +257,20 @@ def ensure_ssh_host_keys(argv: list[str], path_env: str) -> None:
         log(f"generated the SSH host key {key} (kept for later starts)")
 
 
+def tool_socket_path(runtime_dir: str, tool_name: str) -> str:
+    """<runtime-dir>/sockets/<tool>.sock, refused when longer than a unix socket address allows."""
+    path = os.path.join(runtime_dir, "sockets", f"{tool_name}.sock")
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        raise StartError(
+            f"--runtime-dir {runtime_dir}: too long for the tools' unix sockets ({path} is "
+            f"{len(os.fsencode(path))} bytes, at most {UNIX_PATH_MAX}); choose a shorter runtime folder"
+        )
+    if any(ch.isspace() or ch == "," for ch in path):
+        # Netdata's "bind to" splits its value at spaces and commas.
+        raise StartError(f"--runtime-dir {runtime_dir}: no spaces or commas (the tools' socket paths)")
+    return path
+
+
 def copy_tutorials(workspace_dir: str) -> bool:
     """Copy our tutorial notebooks only into an empty workspace (never over a user's files)."""
     if os.listdir(workspace_dir):
@@ -333,6 +353,7 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
 
     # Which tools can run here: a missing executable skips the tool (Jupyter's is an error).
     resolved: dict[tuple[str, str], str] = {}
+    packages: dict[tuple[str, str], str] = {}
     available: dict[str, bool] = {}
     for tool in tools:
         ok = True
@@ -345,6 +366,18 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
                 if tool.health:
                     raise StartError(f"tool {tool.name}: `{process.command[0]}` is not on PATH; Jupyter is required")
                 log(f"WARNING: tool {tool.name} skipped: `{process.command[0]}` is not on PATH")
+        # {package:PROGRAM}: the folder of the package that really holds PROGRAM (nixpkgs' store
+        # path, or the stand-in's prefix); a missing program makes the tool unavailable too.
+        texts = [*tool.env.values()]
+        for process in tool.processes:
+            texts += [*process.command, *process.env.values()]
+        for program in sorted({p for text in texts for p in manifest_mod.package_programs(text)}):
+            found = find_executable(program, path_env)
+            if found:
+                packages[(tool.name, program)] = os.path.dirname(os.path.dirname(os.path.realpath(found)))
+            else:
+                ok = False
+                log(f"WARNING: tool {tool.name} skipped: `{program}` (whose package it uses) is not on PATH")
         available[tool.name] = ok
 
     # Ports: the gateway's and every internal one must be free (a dry run starts nothing: no check).
@@ -358,17 +391,22 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
             raise StartError(f"tool {tool.name}: its internal port {tool.port} is the gateway's port")
 
     token = settings.token or (secrets.token_hex(24) if settings.auth_mode == "token" else None)
-    session_value = secrets.token_hex(32)
     gateway_secret = secrets.token_hex(32)
     cookie_name = f"mlws_session_{settings.port}"
 
     # Fresh generated files each start.
-    for sub in ("programs", "nginx", "logs", "jupyter"):
+    for sub in ("programs", "nginx", "logs", "jupyter", "sockets"):
         shutil.rmtree(os.path.join(runtime_dir, sub), ignore_errors=True)
-    for sub in ("programs", "logs", "jupyter", "nginx", "nginx/html", "nginx/tmp", "tools"):
+    for sub in ("programs", "logs", "jupyter", "nginx", "nginx/html", "nginx/tmp", "tools", "sockets"):
         os.makedirs(os.path.join(runtime_dir, sub), mode=0o700, exist_ok=True)
         os.chmod(os.path.join(runtime_dir, sub), 0o700)
     shutil.copy(os.path.join(STATIC_DIR, "starting.html"), os.path.join(runtime_dir, "nginx/html/starting.html"))
+    # Sessions live for one start (a new secret each start): the login service signs one cookie
+    # per login and lists revoked ones in a map that nginx includes (see runtime/login.py).
+    session_secret = secrets.token_hex(32)
+    revoked_file = os.path.join(runtime_dir, "nginx", "revoked.map")
+    write_private(revoked_file, "")
+    login_socket = os.path.join(runtime_dir, "login.sock")
 
     ssl_cert = ssl_key = None
     if settings.ssl_enabled:
@@ -378,15 +416,23 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
         htpasswd = os.path.join(runtime_dir, "nginx", "htpasswd")
         write_private(htpasswd, htpasswd_line(settings.basic_auth_user, settings.basic_auth_password))
 
-    login_port = free_loopback_port() if settings.auth_mode == "token" else None
     health_tool = manifest.health_tool
+    # Backends are reachable by the workspace user only: a tool with "socket": true listens on
+    # <runtime-dir>/sockets/<tool>.sock (the folder is 0700, so other users get EACCES); a tool
+    # that can only listen on TCP gets a per-start secret it requires and the gateway presents.
+    tool_sockets = {tool.name: tool_socket_path(runtime_dir, tool.name) for tool in tools if tool.socket}
+    tool_secrets = {tool.name: secrets.token_hex(32) for tool in tools if tool.secret}
     upstreams = []
     for tool in tools:
-        if tool.port is None or tool.route is None:
+        if tool.route is None or (tool.port is None and not tool.socket):
             continue
         upstreams.append(
             nginx_mod.Upstream(tool.name, tool.port, tool.route.prefix, tool.route.strip_prefix,
-                               tool.route.websockets, available[tool.name] and bool(tool.processes))
+                               tool.route.websockets, available[tool.name] and bool(tool.processes),
+                               address=f"unix:{tool_sockets[tool.name]}" if tool.socket else "",
+                               headers=secret_files.gateway_headers(tool.secret, tool_secrets.get(tool.name)),
+                               user_content=tool.route.user_content, blocked=tool.route.blocked,
+                               untyped_html=tool.route.untyped_html)
         )
     gateway = nginx_mod.GatewayConfig(
         runtime_dir=runtime_dir,
@@ -396,13 +442,14 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
         base_url=settings.base_url,
         auth_mode=settings.auth_mode,
         cookie_name=cookie_name,
-        session_value=session_value,
+        session_secret=session_secret,
+        revoked_file=revoked_file,
         gateway_secret=gateway_secret,
         token=token,
         htpasswd_file=htpasswd,
         ssl_cert=ssl_cert,
         ssl_key=ssl_key,
-        login_port=login_port,
+        login_socket=login_socket,
         health_tool=health_tool.name,
         upstreams=tuple(upstreams),
     )
@@ -421,9 +468,10 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
     programs: list[Program] = []
 
     def add_program(name: str, argv: list[str], program_env: dict[str, str], priority: int, cwd: str,
-                    oneshot: bool = False) -> None:
+                    oneshot: bool = False, stale_sockets: tuple[str, ...] = ()) -> None:
         spec_file = os.path.join(runtime_dir, "programs", f"{name}.json")
-        spec = {"argv": argv, "env": program_env, "cwd": cwd, "umask": settings.nb_umask}
+        spec = {"argv": argv, "env": program_env, "cwd": cwd, "umask": settings.nb_umask,
+                "stale_sockets": list(stale_sockets)}
         write_private(spec_file, json.dumps(spec, indent=2, sort_keys=True) + "\n")
         programs.append(Program(name, spec_file, priority, oneshot))
 
@@ -433,22 +481,35 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
         {"PATH": path_env, "HOME": user.pw_dir},
         100,
         runtime_dir,
+        # nginx does not remove its unix socket when it is killed, and refuses to bind it again.
+        stale_sockets=(os.path.join(runtime_dir, "nginx", "check.sock"),),
     )
-    if login_port:
-        login_settings = os.path.join(runtime_dir, "login.json")
-        write_private(login_settings, json.dumps({
-            "port": login_port, "base_url": settings.base_url, "cookie_name": cookie_name,
-            "session_value": session_value, "token": token, "secure": bool(ssl_cert),
-        }))
-        login_env = {"PATH": path_env, "HOME": user.pw_dir, "PYTHONPATH": own_pythonpath()}
-        add_program("login", [sys.executable, "-m", "runtime.login", login_settings], login_env, 100, runtime_dir)
+    # The login service runs in every mode: besides logins and sessions (token mode) it tells
+    # the gateway who listens on an arbitrary port and renders the "from another site" page.
+    login_settings = os.path.join(runtime_dir, "login.json")
+    write_private(login_settings, json.dumps({
+        "socket": login_socket, "base_url": settings.base_url, "cookie_name": cookie_name,
+        "token": token if settings.auth_mode == "token" else None, "secure": bool(ssl_cert),
+        "session_secret": session_secret,
+        "revoked_map": revoked_file, "revoked_json": os.path.join(runtime_dir, "nginx", "revoked.json"),
+        "nginx_pid": os.path.join(runtime_dir, "nginx", "nginx.pid"),
+        "check_socket": os.path.join(runtime_dir, "nginx", "check.sock"),
+        "session_seconds": settings.session_hours * 3600,
+        # Under a hub, /tools/<port>/ also needs the hub session, which Jupyter checks.
+        "hub_jupyter": next(up.server for up in gateway.upstreams if up.name == health_tool.name)
+        if settings.auth_mode == "hub" else None,
+    }))
+    login_env = {"PATH": path_env, "HOME": user.pw_dir, "PYTHONPATH": own_pythonpath()}
+    add_program("login", [sys.executable, "-m", "runtime.login", login_settings], login_env, 100, runtime_dir)
 
     jupyter_settings = os.path.join(runtime_dir, "jupyter", "settings.json")
     write_private(jupyter_settings, json.dumps({
         "gateway_header": nginx_mod.GATEWAY_HEADER,
         "gateway_secret": gateway_secret,
-        # Without a deployment token ("false"), Jupyter still needs one: an unguessable internal one.
-        "token": token or secrets.token_hex(24),
+        # Jupyter behind the gateway needs no token: it trusts the gateway's header, so no token
+        # can reach a page config (B/lab) or Jupyter's server-info file. Under a hub, the hub's.
+        "token": "",
+        "auth_kind_header": nginx_mod.AUTH_KIND_HEADER,
         "user_name": user.pw_name,
         "mode": settings.auth_mode,
     }))
@@ -471,7 +532,15 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
             "runtime_dir": runtime_dir,
             "tool_dir": tool_dir,
             "user": user.pw_name,
+            "socket": tool_sockets.get(tool.name, ""),
+            "secret": tool_secrets.get(tool.name, ""),
+            "toolkit": TOOLKIT_DIR,
+            **{f"package:{program}": folder for (name, program), folder in packages.items() if name == tool.name},
         }
+        if tool.secret is not None:
+            for secret_file in tool.secret.files:
+                secret_files.write(manifest_mod.substitute(secret_file.path, values), secret_file.format,
+                                  tool_secrets[tool.name], secret_file.display)
         for process in tool.processes:
             argv = [manifest_mod.substitute(arg, values) for arg in process.command]
             argv[0] = resolved[(tool.name, process.name)]
@@ -510,11 +579,20 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
             name = f"{tool.name}-{process.name}"
             if "tcp" in ready:
                 checks.append({"name": name, "tcp": ready["tcp"]})
-            elif "http" in ready and tool.port:
+            elif "socket" in ready:
+                checks.append({"name": name, "socket": manifest_mod.substitute(ready["socket"], {
+                    "socket": tool_sockets.get(tool.name, ""), "runtime_dir": runtime_dir,
+                    "tool_dir": os.path.join(runtime_dir, "tools", tool.name)})})
+            elif "http" in ready and (tool.port or tool.socket):
                 # A backend that sees full paths (no prefix stripping) lives under the base URL.
                 under_base = tool.route is not None and not tool.route.strip_prefix
-                checks.append({"name": name, "port": tool.port,
-                               "path": (settings.base_url if under_base else "") + ready["http"]})
+                check = {"name": name, "path": (settings.base_url if under_base else "") + ready["http"],
+                         "headers": dict(secret_files.gateway_headers(tool.secret, tool_secrets.get(tool.name)))}
+                if tool.socket:
+                    check["unix"] = tool_sockets[tool.name]
+                else:
+                    check["port"] = tool.port
+                checks.append(check)
     ready_file = os.path.join(runtime_dir, "ready.json")
     write_private(ready_file, json.dumps({"checks": checks, "timeout": 600, "url": public_url(settings, options)}))
     add_program("ready", [sys.executable, "-m", "runtime.ready", ready_file],
@@ -551,8 +629,11 @@ def _start(options, settings: Settings, manifest, tools, user, env) -> int:
     os.chdir(runtime_dir)
     wake_supervisord_when_ready(os.path.join(runtime_dir, "supervisord.pid"),
                                 os.path.join(runtime_dir, "supervisor.sock"))
-    os.execve(supervisord_argv[0], [*supervisord_argv, "-c", supervisor_conf], supervisord_env)
-    return 0  # not reached
+    # Not an exec: we stay supervisord's parent and the subreaper of everything below it, so a
+    # process that daemonized out of its program's group is still stopped when the workspace stops.
+    from runtime import reaper
+
+    return reaper.run_supervised([*supervisord_argv, "-c", supervisor_conf], supervisord_env, log)
 
 
 def wake_supervisord_when_ready(pid_file: str, control_socket: str, limit_seconds: float = 10.0) -> None:
@@ -563,6 +644,8 @@ def wake_supervisord_when_ready(pid_file: str, control_socket: str, limit_second
     call). It writes its pid file just before that loop, so a forked helper waits for the pid
     file, then connects once to the control socket: poll() returns at once and the programs are
     spawned. If anything goes wrong the helper just exits and supervisord starts them 1 s later.
+    The helper is forked from the runtime before it spawns supervisord, so it is the runtime's
+    child: runtime/reaper.py reaps it with every other child.
     """
     for stale in (pid_file, control_socket):
         try:

@@ -204,6 +204,63 @@ def session_with_token(ws: Workspace, token: str) -> requests.Session:
     """A browser-like session logged in through `?token=` (cookie kept by the session)."""
     session = requests.Session()
     session.verify = False
-    answer = session.get(ws.url(f"{ws.base}/lab?token={requests.utils.quote(token, safe='')}"), allow_redirects=False)
+    # As a browser opens the token link: a navigation (the gateway trades the token for a cookie).
+    answer = session.get(ws.url(f"{ws.base}/lab?token={requests.utils.quote(token, safe='')}"), allow_redirects=False,
+                         headers={"Accept": "text/html", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "none"})
     assert answer.status_code == 302, answer.text
     return session
+
+
+# A process that leaves a daemon behind, the way ssh-agent, gpg-agent or `nohup cmd &` do: it
+# forks, the child calls setsid (a session and process group of its own) and forks the daemon,
+# then exits, so the daemon is an orphan outside every supervisor program's process group.
+# argv: PID_FILE MODE THEN. The daemon writes its pid to PID_FILE (the process itself writes its
+# own to PID_FILE.main first); MODE "stubborn" makes the daemon ignore SIGTERM; THEN is "sleep"
+# (keep running, like a supervised program) or an exit code. No braces: manifest commands treat
+# them as placeholders.
+DAEMONIZE = r"""
+import os, signal, sys, time
+pid_file, mode, then = sys.argv[1:4]
+with open(pid_file + '.main.tmp', 'w') as handle:
+    handle.write(str(os.getpid()))
+os.replace(pid_file + '.main.tmp', pid_file + '.main')
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        if mode == 'stubborn':
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with open(pid_file + '.tmp', 'w') as handle:
+            handle.write(str(os.getpid()))
+        os.replace(pid_file + '.tmp', pid_file)
+        while True:
+            time.sleep(60)
+    os._exit(0)
+os.wait()
+while not os.path.exists(pid_file):
+    time.sleep(0.01)
+if then == 'sleep':
+    while True:
+        time.sleep(60)
+sys.exit(int(then))
+"""
+
+
+def read_pid(path: str, timeout: float = 30) -> int:
+    """The pid a process wrote to `path` (waits for the file)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} was not written within {timeout}s")
+        time.sleep(0.05)
+    with open(path, encoding="utf-8") as handle:
+        return int(handle.read())
+
+
+def alive(pid: int) -> bool:
+    """Does pid exist and is it not a zombie?"""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].split()[:1] != ["Z"]

@@ -43,6 +43,8 @@ CASES = [
     ("cull-not-a-number", {"SHUTDOWN_INACTIVE_KERNELS": "sometimes"}, "SHUTDOWN_INACTIVE_KERNELS"),
     ("tutorials-not-a-boolean", {"INCLUDE_TUTORIALS": "perhaps"}, "INCLUDE_TUTORIALS"),
     ("umask-not-octal", {"NB_UMASK": "999"}, "NB_UMASK"),
+    ("session-hours-word", {"WORKSPACE_SESSION_HOURS": "a week"}, "WORKSPACE_SESSION_HOURS"),
+    ("session-hours-zero", {"WORKSPACE_SESSION_HOURS": "0"}, "WORKSPACE_SESSION_HOURS"),
     ("manifest-missing", {"MLWS_MANIFEST": "/nonexistent/manifest.json"}, "MLWS_MANIFEST"),
     ("tools-unknown", {"MLWS_TOOLS": "jupyter,no-such-tool"}, "MLWS_TOOLS"),
 ]

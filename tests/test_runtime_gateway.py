@@ -151,16 +151,21 @@ def test_client_cannot_forge_the_gateway_header(ws):
 
 # --- logging in -------------------------------------------------------------------------------
 
+NAVIGATION = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "none"}
+
+
 def test_token_query_is_traded_for_a_cookie(any_ws):
     token = token_of(any_ws)
     quoted = requests.utils.quote(token, safe="")
-    answer = get(any_ws, f"{any_ws.base}/lab/tree/x?a=1&token={quoted}&b=2")
+    answer = get(any_ws, f"{any_ws.base}/lab/tree/x?a=1&token={quoted}&b=2", headers=NAVIGATION)
     assert answer.status_code == 302
     assert answer.headers["Location"] == f"{any_ws.base}/lab/tree/x?a=1&b=2"
     cookie = answer.headers["Set-Cookie"]
     assert cookie.startswith(f"mlws_session_{any_ws.port}=")
-    for attribute in ("HttpOnly", "SameSite=Lax", f"Path={any_ws.base}/"):
+    for attribute in ("HttpOnly", "SameSite=Strict", f"Path={any_ws.base}/"):
         assert attribute in cookie
+    # Expires with the session (WORKSPACE_SESSION_HOURS, default 7 days).
+    assert 7 * 24 * 3600 - 60 < int(re.search(r"Max-Age=(\d+)", cookie).group(1)) <= 7 * 24 * 3600
     assert "Secure" not in cookie  # plain HTTP here; the TLS test checks Secure
 
 
@@ -193,12 +198,23 @@ def test_logged_in_browser_reaches_everything(any_ws):
     assert me["identity"]["username"] == (any_ws.env.get("NB_USER") or os.environ.get("USER") or me["identity"]["username"])
 
 
-def test_logout_clears_the_cookie(ws):
+def test_logout_revokes_the_session_on_the_server(ws):
     session = session_with_token(ws, ws.token())
-    answer = session.get(ws.url("/_mlws/logout"), allow_redirects=False, timeout=10)
-    assert answer.status_code == 302
+    other = session_with_token(ws, ws.token())  # another browser: a session of its own
+    value = session.cookies.get(f"mlws_session_{ws.port}")
+    assert value != other.cookies.get(f"mlws_session_{ws.port}")
+    # A GET (any page can make the browser send one) only shows the button.
+    page = session.get(ws.url("/_mlws/logout"), allow_redirects=False, timeout=10)
+    assert page.status_code == 200 and 'method="post"' in page.text and "Set-Cookie" not in page.headers
+    assert session.get(ws.url("/api/status"), timeout=10).status_code == 200
+    answer = session.post(ws.url("/_mlws/logout"), headers={"Origin": ws.origin}, allow_redirects=False, timeout=10)
+    assert answer.status_code == 303
     assert "Max-Age=0" in answer.headers["Set-Cookie"]
     assert session.get(ws.url("/api/status"), allow_redirects=False, timeout=10).status_code == 401
+    # Revoked on the server, not only forgotten by the browser: the old value no longer works.
+    replay = requests.get(ws.url("/api/status"), cookies={f"mlws_session_{ws.port}": value}, timeout=10)
+    assert replay.status_code == 401
+    assert other.get(ws.url("/api/status"), timeout=10).status_code == 200
 
 
 def test_api_clients_use_the_authorization_header(any_ws):

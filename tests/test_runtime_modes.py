@@ -111,7 +111,8 @@ def test_tls_serves_https_with_a_generated_certificate(ws_tls):
     answer = requests.get(ws_tls.url("/api/status"), headers={"Authorization": "token tls-token-123"}, verify=False, timeout=10)
     assert answer.status_code == 200
     assert server_certificate(ws_tls.port)
-    login = requests.get(ws_tls.url("/lab?token=tls-token-123"), verify=False, allow_redirects=False, timeout=10)
+    login = requests.get(ws_tls.url("/lab?token=tls-token-123"), verify=False, allow_redirects=False, timeout=10,
+                         headers={"Accept": "text/html", "Sec-Fetch-Mode": "navigate"})  # a browser's token link
     assert "Secure" in login.headers["Set-Cookie"]
 
 
@@ -307,7 +308,8 @@ def test_runtime_runs_from_a_wrapped_entrypoint_without_a_venv():
         workspace.start()
         # supervisord, the login service and Jupyter all came up from the wrapped interpreter.
         session = requests.Session()
-        response = session.get(workspace.url("/lab?token=wrapped-token"), timeout=10)
+        response = session.get(workspace.url("/lab?token=wrapped-token"), timeout=10,
+                               headers={"Accept": "text/html", "Sec-Fetch-Mode": "navigate"})
         assert response.status_code == 200 and "JupyterLab" in response.text
         assert f"mlws_session_{workspace.port}" in session.cookies
         deadline = time.monotonic() + 30

@@ -8,12 +8,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
-from runtime import login, manifest, nginx, settings
+from runtime import login, manifest, nginx, reaper, settings
 from runtime.settings import SettingsError, auto_threads, cgroup_cpu_limit, normalise_base_url, parse_settings
-from tests.runtime_helpers import REPO, free_port, runtime_env, shared_tempdir
+from tests.runtime_helpers import DAEMONIZE, REPO, alive, free_port, read_pid, runtime_env, shared_tempdir
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -176,8 +177,9 @@ def gateway_config(tmp_path, **changes) -> nginx.GatewayConfig:
     base = dict(
         runtime_dir=str(tmp_path), static_dir=os.path.join(REPO, "runtime", "static"), listen_address="127.0.0.1",
         port=free_port(), base_url="/a%20b/c", auth_mode="token", cookie_name="mlws_session_1",
-        session_value="ab" * 32, gateway_secret="cd" * 32, token='t"ok en@&$x\\y;{}', htpasswd_file=None,
-        ssl_cert=None, ssl_key=None, login_port=free_port(), health_tool="jupyter",
+        session_secret="ef" * 32, revoked_file=str(tmp_path / "nginx" / "revoked.map"), gateway_secret="cd" * 32,
+        token='t"ok en@&$x\\y;{}', htpasswd_file=None, ssl_cert=None, ssl_key=None,
+        login_socket=str(tmp_path / "login.sock"), health_tool="jupyter",
         upstreams=(nginx.Upstream("jupyter", 18600, "/", False, True, True),
                    nginx.Upstream("my-tool", 18601, "/tools/my-tool/", True, True, True),
                    nginx.Upstream("gone", 18602, "/tools/gone/", True, True, False)),
@@ -189,6 +191,7 @@ def gateway_config(tmp_path, **changes) -> nginx.GatewayConfig:
 @pytest.mark.parametrize("mode", ["token", "off", "hub"])
 def test_rendered_nginx_config_is_valid(tmp_path, mode):
     (tmp_path / "nginx" / "tmp").mkdir(parents=True)
+    (tmp_path / "nginx" / "revoked.map").write_text(f'"{"ab" * 16}" 1;\n')
     conf = nginx.render_nginx_conf(gateway_config(tmp_path, auth_mode=mode))
     (tmp_path / "nginx" / "nginx.conf").write_text(conf)
     result = subprocess.run([NGINX, "-t", "-p", str(tmp_path / "nginx"), "-c", str(tmp_path / "nginx" / "nginx.conf"), "-e", "stderr"],
@@ -204,7 +207,9 @@ def test_rendered_config_refuses_unsafe_values(tmp_path):
     with pytest.raises(nginx.ConfigValueError):
         nginx.render_nginx_conf(gateway_config(tmp_path, base_url="/a b"))
     with pytest.raises(nginx.ConfigValueError):
-        nginx.render_nginx_conf(gateway_config(tmp_path, session_value="not-hex"))
+        nginx.render_nginx_conf(gateway_config(tmp_path, gateway_secret="not-hex"))
+    with pytest.raises(nginx.ConfigValueError):
+        nginx.render_nginx_conf(gateway_config(tmp_path, login_socket="/tmp/a b.sock"))
 
 
 def test_supervisor_config_holds_no_values_from_the_environment(tmp_path):
@@ -274,3 +279,96 @@ def test_tutorials_go_only_into_an_empty_work_folder():
         assert sorted(os.listdir(os.path.join(empty, "tutorials"))) == ["01-welcome.ipynb", "02-numbers-and-plots.ipynb"]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- the reaper (runtime/reaper.py) -------------------------------------------------------------
+
+def fake_proc(root, processes: dict[int, tuple[str, int]]) -> str:
+    """A /proc-like folder: {pid: (comm, ppid)} as stat files, plus entries the scan must skip."""
+    for pid, (comm, ppid) in processes.items():
+        os.makedirs(root / str(pid))
+        (root / str(pid) / "stat").write_text(f"{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194560\n")
+    os.makedirs(root / "self")
+    os.makedirs(root / "999")  # vanished between listing and reading: no stat file
+    (root / "uptime").write_text("1.0 1.0\n")
+    return str(root)
+
+
+def test_descendant_scan_follows_ppid_recursively(tmp_path):
+    proc = fake_proc(tmp_path, {
+        1: ("init", 0), 10: ("mlws", 1), 11: ("supervisord", 10), 12: ("nginx", 11),
+        13: ("a) S 1 (b", 12),  # a command name with parentheses and spaces must not fool the parser
+        20: ("ssh-agent", 10), 21: ("child of agent", 20), 30: ("unrelated", 1),
+    })
+    assert reaper.parent_table(proc)[13] == 12
+    assert sorted(reaper.descendants_of(10, proc)) == [11, 12, 13, 20, 21]
+    assert reaper.descendants_of(12, proc) == [13]
+    assert reaper.descendants_of(30, proc) == []
+    order = reaper.descendants_of(10, proc)
+    assert order.index(20) < order.index(21) and order.index(11) < order.index(12) < order.index(13)
+
+
+def test_descendant_scan_sees_a_real_process_tree():
+    shell = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(reaper.descendants_of(shell.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        below_shell = reaper.descendants_of(shell.pid)
+        assert len(below_shell) == 2
+        assert {shell.pid, *below_shell} <= set(reaper.descendants_of(os.getpid()))
+    finally:
+        for pid in reaper.descendants_of(shell.pid):
+            os.kill(pid, 9)
+        shell.kill()
+        shell.wait()
+
+
+def run_reaper(tmp_path, mode: str, then: str) -> tuple[subprocess.Popen, int]:
+    """`reaper.run_supervised` in its own interpreter, supervising DAEMONIZE; returns it and the
+    daemon's pid."""
+    pid_file = str(tmp_path / "daemon.pid")
+    code = ("import os, sys; from runtime import reaper; "
+            f"sys.exit(reaper.run_supervised([sys.executable, '-c', {DAEMONIZE!r}, {pid_file!r}, {mode!r}, {then!r}],"
+            " dict(os.environ), lambda line: print(line, flush=True)))")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    return process, read_pid(pid_file)
+
+
+@pytest.mark.parametrize("mode, then, expected", [("polite", "3", 3), ("stubborn", "0", 0)])
+def test_reaper_stops_the_daemon_left_behind_and_returns_the_exit_code(tmp_path, mode, then, expected):
+    process, daemon = run_reaper(tmp_path, mode, then)
+    try:
+        began = time.monotonic()
+        assert process.wait(10) == expected
+        took = time.monotonic() - began
+        assert not alive(daemon), "the daemon outlived the reaper"
+        output = process.stdout.read()
+        assert "stopped 1 process(es) left running" in output
+        if mode == "stubborn":  # ignored SIGTERM: killed after the grace period, not before
+            assert "with SIGKILL" in output and reaper.GRACE_SECONDS - 0.5 < took < reaper.GRACE_SECONDS + 3
+        else:
+            assert took < 2
+    finally:
+        process.kill()
+        if alive(daemon):
+            os.kill(daemon, 9)
+
+
+def test_reaper_forwards_sigterm_and_reports_death_by_signal(tmp_path):
+    process, daemon = run_reaper(tmp_path, "polite", "sleep")
+    try:
+        supervised = read_pid(str(tmp_path / "daemon.pid.main"))
+        # Positive control: the daemon runs, outside the supervised process's group and session,
+        # re-parented to the reaper (the subreaper), not to init.
+        assert alive(daemon) and alive(supervised)
+        assert os.getpgid(daemon) != os.getpgid(supervised) and os.getsid(daemon) != os.getsid(supervised)
+        assert reaper.parent_table()[daemon] == process.pid
+        process.send_signal(15)
+        assert process.wait(10) == 128 + 15  # the supervised process died by the forwarded SIGTERM
+        assert not alive(daemon) and not alive(supervised)
+    finally:
+        process.kill()
+        if alive(daemon):
+            os.kill(daemon, 9)

@@ -119,8 +119,13 @@ def workspace():
             stand_in["route"] = tool["route"]
             replacements.append(stand_in)
             markers[tool["name"]] = FileMarker(tool["name"], port, record_file)
-    any_port = h.RecordingServer("any-port")
-    markers["port"] = any_port
+    # /tools/<port>/ serves only ports the workspace user listens on: a recording server the
+    # workspace's supervisor runs (no route of its own).
+    port = h.free_port()
+    any_port, record_file = h.recording_tool("any-port", port, base_dir)
+    any_port["route"] = None
+    replacements.append(any_port)
+    markers["port"] = FileMarker("any-port", port, record_file)
     group = h.ProcessGroup(base_dir)
     try:
         rt = h.start_runtime(group, base_dir, h.free_port(), token=TOKEN,
@@ -132,7 +137,6 @@ def workspace():
         yield rt, markers
     finally:
         group.__exit__(None, None, None)
-        any_port.close()
 
 
 def jupyter_log(rt: h.Runtime) -> str:
@@ -148,7 +152,8 @@ def build_corpus(rt: h.Runtime, markers: dict, kernel_id: str) -> list[dict]:
     targets: list[tuple[str, str]] = []  # (which backend, path)
     for tool in rt.manifest["tools"]:
         route = tool.get("route")
-        if not route or not tool["port"]:
+        # Tools on a runtime-made unix socket ("socket": true) have no port but are routed too.
+        if not route or not (tool["port"] or tool.get("socket")):
             continue
         if tool["health"]:
             paths = JUPYTER_PATHS + [f"/api/kernels/{kernel_id}/channels"]
@@ -158,10 +163,10 @@ def build_corpus(rt: h.Runtime, markers: dict, kernel_id: str) -> list[dict]:
             targets += [(tool["name"], prefix), (tool["name"], prefix + "index.html"),
                         (tool["name"], prefix.rstrip("/")), (tool["name"], prefix + "api/x?y=1")]
     port = markers["port"].port
-    jupyter_port = rt.tool_port("jupyter")
     targets += [("port", f"{BASE}/tools/{port}/"), ("port", f"{BASE}/tools/{port}/secret"),
-                ("port", f"{BASE}/tools/{port}"), ("jupyter", f"{BASE}/tools/{jupyter_port}/api/contents"),
+                ("port", f"{BASE}/tools/{port}"),
                 ("port", f"{BASE}/tools/0{port}/"), ("port", f"{BASE}/tools/{port}/%2e%2e/%2e%2e/")]
+    # Jupyter listens on a unix socket now: there is no Jupyter port for /tools/<port>/ to reach.
 
     cookie_name = json.load(open(os.path.join(rt.runtime_dir, "login.json")))["cookie_name"]
     creds = credential_variants(cookie_name)
@@ -207,7 +212,7 @@ def test_unauthenticated_probes_never_reach_a_backend(workspace):
         status, answer, _ = h.raw_request(port, "GET", path + "?mlws_probe=control", headers)
         assert status == 200 and b"BACKEND REACHED" in answer, (name, path, answer[:300])
         assert marker.requests, f"control request did not reach the {name} recording server"
-        marker.requests.clear() if name == "port" else marker.clear()
+        marker.clear()
     assert "mlws_probe=control-jupyter" in h.wait_until(
         lambda: (lambda text: text if "mlws_probe=control-jupyter" in text else None)(jupyter_log(rt)),
         10, 0.2, "the control request in Jupyter's DEBUG log")

@@ -408,3 +408,68 @@ def test_screenshot_of_vscode_listing_the_workspace(ws):
             .some(row => row.textContent.includes('hello_from_mlws.py'))
         && document.fonts.status === 'loaded')()"""
     screenshot_when(ws, "/tools/vscode/", listed, "vscode.png")
+
+
+# --- last: the stop (this test stops the module's workspace; keep it at the end of the file) ----
+
+DESKTOP_PROGRAMS = ("ssh-agent", "gpg-agent", "Xvnc", "Xtigervnc", "dbus-daemon", "dbus-launch",
+                    "xfconfd", "xfwm4", "xfdesktop", "Thunar")
+
+
+def process_info(pid: int) -> tuple[str, int, int, int, int] | None:
+    """(comm, ppid, session id, uid, start time in clock ticks after boot) of a live process, None
+    if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            stat = handle.read()
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    if fields[0] == "Z":
+        return None
+    return stat[stat.find("(") + 1:stat.rfind(")")], int(fields[1]), int(fields[3]), uid, int(fields[19])
+
+
+def desktop_processes(uid: int, since: int) -> list[tuple[int, str]]:
+    """The user's desktop-session processes started since `since` (clock ticks after boot): this
+    module's workspace's (only this module starts a desktop; older leftovers are not its own)."""
+    found = []
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        info = process_info(pid)
+        if (info and info[3] == uid and info[4] >= since
+                and (info[0] in DESKTOP_PROGRAMS or info[0].startswith("xfce4-"))):
+            found.append((pid, info[0]))
+    return found
+
+
+def test_stop_leaves_no_process_of_the_workspace_behind(ws):
+    from runtime.reaper import descendants_of
+
+    deadline = time.monotonic() + 60
+    wanted = {"xfce4-panel", "xfdesktop"}
+    while processes_of(wanted) != wanted and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_of(wanted) == wanted, "the Xfce session did not start:\n" + ws.text()[-3000:]
+    uid = pwd.getpwnam(ws.env.get("NB_USER") or getpass.getuser()).pw_uid
+    since = process_info(ws.process.pid)[4]
+    # Everything the workspace runs is below `mlws start` (its subreaper), daemons included.
+    workspace = {pid: process_info(pid) for pid in descendants_of(ws.process.pid)}
+    workspace = {pid: info for pid, info in workspace.items() if info}
+    with open(os.path.join(ws.runtime_dir, "supervisord.pid"), encoding="utf-8") as handle:
+        supervisord_sid = os.getsid(int(handle.read()))
+    escaped = sorted(info[0] for info in workspace.values() if info[2] != supervisord_sid)
+    desktop_before = desktop_processes(uid, since)
+    # Positive control: the desktop runs, and some of its processes (ssh-agent, gpg-agent,
+    # dbus-daemon: daemonized) left supervisord's session, out of reach of stopasgroup/killasgroup,
+    # yet are still below `mlws start`.
+    assert desktop_before and escaped, (desktop_before, escaped)
+    assert {pid for pid, _ in desktop_before} <= set(workspace), (desktop_before, workspace)
+
+    ws.stop(timeout=20)  # supervisord alone takes most of it: it stops its programs by priority
+    assert ws.process.returncode == 0, ws.text()[-3000:]
+    # The same processes (pid, name and start time), should any still run.
+    now = {pid: process_info(pid) for pid in workspace}
+    left = {pid: info[0] for pid, info in workspace.items() if now[pid] and now[pid][::4] == info[::4]}
+    assert not left, f"still running after the stop: {left}"
+    assert desktop_processes(uid, since) == [], "desktop processes of the workspace user outlived the stop"

@@ -11,7 +11,12 @@ Before it starts the program, it kills what is left of the program's previous ru
 puts each program in its own process group; when a program dies by SIGKILL its children stay
 behind in that group (nginx's workers, a tool's helper processes) and can keep holding the port,
 so the restarted program could not bind it. The group of each run is recorded next to the JSON
-file (`<program>.pgid`).
+file (`<program>.pgid`). Processes that left the group (a Jupyter kernel has a session of its
+own; a daemon calls setsid) are found by the run's mark instead: every program gets
+`MLWS_RUN=<program>:<pid>` in its environment, which its descendants inherit. They are re-parented
+to `mlws start` (runtime/reaper.py), not to init, so they would otherwise live until the workspace
+stops: a kernel that was still starting when Jupyter died never notices (ipykernel's parent
+poller gives up when the parent changed before it started, and waits for init otherwise).
 """
 from __future__ import annotations
 
@@ -43,8 +48,32 @@ def processes_in_group(pgid: int) -> list[int]:
     return found
 
 
-def reap_previous_run(record: str, wait_seconds: float = 3.0) -> list[int]:
-    """Kill the processes left in the group of the previous run recorded in `record`; return them."""
+def processes_marked(mark: str) -> list[int]:
+    """PIDs of this user's processes whose environment holds exactly `mark` ("NAME=VALUE")."""
+    found = []
+    uid = os.getuid()
+    wanted = mark.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if wanted in handle.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def run_mark(program: str, pid: int) -> str:
+    return f"MLWS_RUN={program}:{pid}"
+
+
+def reap_previous_run(record: str, wait_seconds: float = 3.0, program: str = "") -> list[int]:
+    """Kill what is left of the previous run recorded in `record` (its process group, and every
+    process carrying its run mark); return those still not gone."""
     try:
         with open(record, encoding="utf-8") as handle:
             previous = int(handle.read().strip())
@@ -54,6 +83,9 @@ def reap_previous_run(record: str, wait_seconds: float = 3.0) -> list[int]:
     if previous == own_group:
         return []
     leftovers = [pid for pid in processes_in_group(previous) if pid != os.getpid()]
+    if program:
+        leftovers += [pid for pid in processes_marked(run_mark(program, previous))
+                      if pid != os.getpid() and pid not in leftovers]
     for pid in leftovers:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -61,8 +93,8 @@ def reap_previous_run(record: str, wait_seconds: float = 3.0) -> list[int]:
             pass
     deadline = time.monotonic() + wait_seconds
     while leftovers and time.monotonic() < deadline:
-        # Killed children of a dead parent are reaped by init; wait until they are gone so the
-        # ports they held are free again.
+        # Killed orphans are reaped by their new parent (mlws start, or init); wait until they
+        # are gone so the ports they held are free again.
         leftovers = [pid for pid in leftovers if os.path.exists(f"/proc/{pid}")
                      and not _is_zombie(pid)]
         time.sleep(0.05)
@@ -82,7 +114,8 @@ def main(argv: list[str]) -> int:
     with open(argv[1], encoding="utf-8") as handle:
         spec = json.load(handle)
     record = os.path.splitext(argv[1])[0] + ".pgid"
-    reap_previous_run(record)
+    program = os.path.splitext(os.path.basename(argv[1]))[0]
+    reap_previous_run(record, program=program)
     if os.getpgrp() == os.getpid():
         # Only a group of our own is worth recording (supervisord gives each program one).
         with open(record, "w", encoding="utf-8") as handle:
@@ -96,7 +129,9 @@ def main(argv: list[str]) -> int:
         os.umask(int(spec["umask"]))
     if spec.get("cwd"):
         os.chdir(spec["cwd"])
-    os.execve(spec["argv"][0], spec["argv"], spec["env"])
+    # The run's mark (our pid is the program's after exec, and the group's recorded above).
+    env = {**spec["env"], "MLWS_RUN": run_mark(program, os.getpid()).split("=", 1)[1]}
+    os.execve(spec["argv"][0], spec["argv"], env)
     return 127  # not reached
 
 

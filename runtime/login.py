@@ -345,7 +345,9 @@ class LoginHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        if "X-Accel-Expires" not in (headers or {}):
+            # Pages and logins are never cached; the port-owner answers are (by nginx, briefly).
+            self.send_header("Cache-Control", "no-store")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
@@ -456,7 +458,7 @@ class LoginHandler(http.server.BaseHTTPRequestHandler):
             # so whoever binds the port next is asked about again.
             self._send(204, b"", {"X-Accel-Expires": "0"})
         elif uids == {os.getuid()}:
-            self._send(204, b"", {})
+            self._send(204, b"", {"X-Accel-Expires": "2"})
         else:
             self._send(403, b"", {"X-Accel-Expires": "0"})
 
@@ -525,6 +527,8 @@ class LoginHandler(http.server.BaseHTTPRequestHandler):
 
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # socketserver's default backlog is 5; a full unix socket backlog refuses at once (EAGAIN).
+    request_queue_size = 1024
 
 
 def prune_forever(sessions: Sessions) -> None:

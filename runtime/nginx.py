@@ -491,6 +491,7 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
             f"proxy_set_header {GATEWAY_HEADER} \"\";",
             'proxy_set_header Content-Length "";',
             "proxy_pass_request_body off;",
+            "proxy_buffering on;",  # nginx caches only buffered responses
             "proxy_cache mlws_port_owner;",
             "proxy_cache_key $mlws_port$http_cookie$http_authorization;" if hub else "proxy_cache_key $mlws_port;",
             "proxy_cache_valid 204 2s;",
@@ -517,6 +518,7 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
                 f"proxy_set_header {GATEWAY_HEADER} \"\";",
                 'proxy_set_header Content-Length "";',
                 "proxy_pass_request_body off;",
+                "proxy_buffering on;",  # nginx caches only buffered responses
                 "proxy_cache mlws_hub_auth;",
                 "proxy_cache_key $http_cookie$http_authorization;",
                 "proxy_cache_valid 200 10s;",

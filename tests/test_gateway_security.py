@@ -322,3 +322,16 @@ def test_wrong_tokens_are_rate_limited():
         assert answer.status_code == 302 and "Set-Cookie" in answer.headers
     finally:
         workspace.cleanup()
+
+
+def test_the_port_owner_answer_is_cached(ws, browser):
+    """nginx asks the login service about a port once per 2 s, not per request (it caches only
+    buffered answers: a regression here costs a Python round trip on every /tools/<port>/ request)."""
+    port = ws.tool_ports["files"]
+    time.sleep(2.5)  # whatever an earlier test left in the cache has expired
+    before = ws.text().count("GET /_mlws/port-owner")
+    for _ in range(50):
+        assert browser.get(ws.url(f"{ws.base}/tools/{port}/"), timeout=10).status_code == 200
+    time.sleep(0.5)
+    asked = ws.text().count("GET /_mlws/port-owner") - before
+    assert 1 <= asked <= 2, asked

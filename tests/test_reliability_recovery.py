@@ -64,6 +64,14 @@ def children_of(pid: int) -> list[int]:
     return children
 
 
+def command_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()[:200]
+    except OSError:
+        return "?"
+
+
 def alive(pid: int) -> bool:
     """Running (a zombie waiting for its reaper does not count)."""
     try:
@@ -116,6 +124,7 @@ def test_supervised_program_recovers_after_sigkill(workspace, program):
             recovered = None  # it died again: keep waiting
         time.sleep(0.1)
     left_over = [pid for pid in old_children if alive(pid)]
+    left_over = [f"{pid} ({command_of(pid)})" for pid in left_over]
     print(f"\n{program}: killed pid {old_pid}; answer while down: "
           f"{'refused' if down_code == 0 else down_code} in {answer_seconds * 1000:.0f} ms; " +
           (f"serving again after {recovered:.1f} s" if recovered is not None else

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -372,3 +373,28 @@ def test_reaper_forwards_sigterm_and_reports_death_by_signal(tmp_path):
         process.kill()
         if alive(daemon):
             os.kill(daemon, 9)
+
+
+def test_a_restarted_program_finds_what_its_previous_run_left_by_its_mark(tmp_path):
+    """Processes that left the program's group (a kernel's own session) carry the run's mark."""
+    from runtime import launch
+
+    mark = launch.run_mark("jupyter-server", 424242)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True,
+                             env={**os.environ, "MLWS_RUN": mark.split("=", 1)[1]})
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                             env={**os.environ, "MLWS_RUN": "jupyter-server:4242420"})
+    try:
+        deadline = time.monotonic() + 5
+        while child.pid not in launch.processes_marked(mark) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = launch.processes_marked(mark)
+        assert child.pid in found and other.pid not in found
+        record = tmp_path / "jupyter-server.pgid"
+        record.write_text("424242\n")
+        assert launch.reap_previous_run(str(record), program="jupyter-server") == []
+        assert child.wait(5) == -signal.SIGKILL and other.poll() is None
+    finally:
+        for process in (child, other):
+            if process.poll() is None:
+                process.kill()

@@ -4,6 +4,13 @@ Plain functions over plain data. Everything listens on 127.0.0.1 only. When run 
 servers started here (nginx, Jupyter, the runtime) run as the unprivileged user `mlws`
 (MLWS_BENCH_USER), like the runtime's own tools: nothing of ours serves HTTP as root.
 
+Backends of the workspace listen on unix sockets in its runtime folder (Jupyter on
+`<runtime-dir>/sockets/jupyter.sock`), not on TCP ports: Python clients reach them with
+`http(..., unix=PATH)` (http.client over AF_UNIX) and aiohttp's UnixConnector; wrk, which speaks
+TCP only, through `start_unix_relay` (a byte relay, nginx's stream module, TCP port -> socket).
+Jupyter behind the gateway has no token: it accepts the gateway's secret header, which
+`Runtime.backend_headers()` reads from the runtime folder (as root, or as the workspace user).
+
 Used by bench/gateway, bench/startup, bench/generate and tests/test_reliability*.py /
 tests/test_security*.py (which put this folder on sys.path).
 """
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import http.client as http_client
 import json
 import os
 import pwd
@@ -24,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -83,6 +92,16 @@ def port_open(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+def unix_listening(path: str) -> bool:
+    """Does something accept connections on the unix socket `path`?"""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            return sock.connect_ex(path) == 0
+        except OSError:
+            return False
 
 
 # ---- processes -------------------------------------------------------------------------------
@@ -205,8 +224,39 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoRedirect)
 
 
+class UnixHTTPConnection(http_client.HTTPConnection):
+    """http.client over a unix socket (a backend on <runtime-dir>/sockets/<tool>.sock). `host` is
+    only what the Host header says."""
+
+    def __init__(self, socket_path: str, host: str = "localhost", timeout: float = 10.0):
+        super().__init__(host, timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 def http(method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None,
-         timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+         timeout: float = 10.0, unix: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One request, no redirects followed. With `unix`, sent over that unix socket: the URL gives
+    the path, query and Host header only (e.g. http://localhost/api/status)."""
+    if unix:
+        parts = urllib.parse.urlsplit(url)
+        connection = UnixHTTPConnection(unix, parts.netloc or "localhost", timeout)
+        try:
+            connection.request(method, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                               body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, dict(response.headers), response.read()
+        finally:
+            connection.close()
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with _opener.open(request, timeout=timeout) as response:
@@ -230,17 +280,19 @@ def wait_until(check, timeout: float, interval: float = 0.1, what: str = "condit
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
 
 
-def wait_http_ok(url: str, headers: dict[str, str] | None = None, timeout: float = 60.0, proc: Proc | None = None) -> float:
-    """Wait for a 200 answer; returns the time it took. Fails early if `proc` exits."""
+def wait_http_ok(url: str, headers: dict[str, str] | None = None, timeout: float = 60.0, proc: Proc | None = None,
+                 unix: str | None = None) -> float:
+    """Wait for a 200 answer (over the unix socket `unix`, if given); returns the time it took.
+    Fails early if `proc` exits."""
     start = time.monotonic()
 
     def check():
         if proc and proc.popen.poll() is not None:
             raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode} while starting:\n{proc.log()[-3000:]}")
-        status, _, _ = http("GET", url, headers, timeout=2)
+        status, _, _ = http("GET", url, headers, timeout=2, unix=unix)
         return status == 200
 
-    wait_until(check, timeout, 0.05, f"200 from {url}")
+    wait_until(check, timeout, 0.05, f"200 from {url}" + (f" on {unix}" if unix else ""))
     return time.monotonic() - start
 
 
@@ -284,6 +336,68 @@ def start_nginx(group: ProcessGroup, name: str, base_dir: str, body: str, check_
     return proc
 
 
+# A TCP port in front of a unix socket, for load generators that speak TCP only (wrk). nginx's
+# stream module relays bytes (no HTTP parsing, no header changes), one unix connection per TCP
+# connection, so a client's keep-alive connections stay the backend's; Debian ships the module as
+# libnginx-mod-stream (scripts/install-deps). Without it, an HTTP proxy with keep-alive stands in.
+STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+STREAM_RELAY = """
+load_module {module};
+worker_processes auto;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+stream {{
+    server {{
+        listen {listen};
+        proxy_pass unix:{socket};
+        proxy_connect_timeout 5s;
+        proxy_timeout 1h;
+        proxy_buffer_size 64k;
+    }}
+}}
+"""
+
+
+def start_unix_relay(group: ProcessGroup, name: str, base_dir: str, socket_path: str, port: int) -> str:
+    """127.0.0.1:<port> -> the unix socket `socket_path`, run as the server user (who may open the
+    workspace's sockets). Returns the kind: "stream" (byte relay) or "http" (the fallback)."""
+    folder = os.path.join(base_dir, name)
+    os.makedirs(os.path.join(folder, "tmp"), exist_ok=True)
+    conf = os.path.join(folder, "nginx.conf")
+    if os.path.exists(STREAM_MODULE):
+        kind = "stream"
+        text = STREAM_RELAY.format(module=STREAM_MODULE, dir=folder, listen=f"{LOOPBACK}:{port}", socket=socket_path)
+    else:
+        kind = "http"
+        text = NGINX_COMMON.format(dir=folder, body=f"""
+    map $http_upgrade $connection_upgrade {{ default upgrade; "" ""; }}
+    upstream relayed {{ server unix:{socket_path}; keepalive 64; }}
+    server {{
+        listen {LOOPBACK}:{port};
+        keepalive_requests 100000;
+        location / {{
+            proxy_pass http://relayed;
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffering off;
+            proxy_read_timeout 1h;
+        }}
+    }}""")
+    with open(conf, "w") as handle:
+        handle.write(text)
+    chown_tree(folder)
+    proc = group.add(spawn(name, ["nginx", "-p", folder, "-c", conf, "-e", os.path.join(folder, "error.log"),
+                                  "-g", "daemon off;"], folder, server_env(folder)))
+    wait_until(lambda: proc.popen.poll() is not None or port_open(port), 15, 0.05, f"{name} to listen")
+    if proc.popen.poll() is not None:
+        raise RuntimeError(f"{name} failed:\n{proc.log()}")
+    return kind
+
+
 TOOL_PAGE = "<!doctype html><title>bench tool</title>" + "<p>" + "x" * 960 + "</p>\n"  # 1 KiB
 
 
@@ -303,10 +417,18 @@ def start_static_tool(group: ProcessGroup, base_dir: str, port: int, name: str =
     return "/index.html"
 
 
-def plain_proxy_body(port: int, jupyter_port: int, auth_url: str | None = None,
+def nginx_server(address: int | str) -> str:
+    """An nginx `server` address: a port on 127.0.0.1, or a unix socket path (given as "/..." or "unix:/...")."""
+    if isinstance(address, int):
+        return f"{LOOPBACK}:{address}"
+    return address if address.startswith("unix:") else f"unix:{address}"
+
+
+def plain_proxy_body(port: int, jupyter: int | str, auth_url: str | None = None,
                      named_tools: dict[str, int] | None = None) -> str:
     """A stock nginx reverse proxy: /tools/<port>/ to that port, /tools/<name>/ to a named tool's
-    port (an upstream with keep-alive), everything else to Jupyter.
+    port (an upstream with keep-alive), everything else to Jupyter (`jupyter`: its port, or the
+    path of its unix socket).
 
     With `auth_url`, every request first makes an auth_request sub-request to Jupyter (the original
     design's per-request check, rebuilt with stock nginx). Upstream keep-alive is on for Jupyter and
@@ -335,7 +457,7 @@ def plain_proxy_body(port: int, jupyter_port: int, auth_url: str | None = None,
         }}""" for name in (named_tools or {}))
     return f"""
     map $http_upgrade $connection_upgrade {{ default upgrade; "" ""; }}
-    upstream jupyter {{ server {LOOPBACK}:{jupyter_port}; keepalive 16; }}{named}
+    upstream jupyter {{ server {nginx_server(jupyter)}; keepalive 16; }}{named}
     server {{
         listen {LOOPBACK}:{port};
         keepalive_requests 100000;
@@ -357,9 +479,12 @@ def plain_proxy_body(port: int, jupyter_port: int, auth_url: str | None = None,
     }}"""
 
 
-def jupyter_argv(port: int, token: str, root_dir: str, extra: list[str] | None = None) -> list[str]:
-    """Jupyter started the way the runtime's manifest starts it, with a plain token."""
-    argv = ["jupyter", "lab", "--no-browser", f"--ip={LOOPBACK}", f"--port={port}", "--ServerApp.base_url=/",
+def jupyter_argv(port: int | None, token: str, root_dir: str, extra: list[str] | None = None,
+                 sock: str | None = None) -> list[str]:
+    """Jupyter started the way the runtime's manifest starts it, with a plain token; on `sock` (a
+    unix socket path, as the workspace's Jupyter) instead of a TCP port when given."""
+    listen = [f"--ServerApp.sock={sock}"] if sock else [f"--ip={LOOPBACK}", f"--port={port}"]
+    argv = ["jupyter", "lab", "--no-browser", *listen, "--ServerApp.base_url=/",
             f"--ServerApp.root_dir={root_dir}", f"--IdentityProvider.token={token}",
             "--ServerApp.open_browser=False"]
     if is_root() and not run_user():
@@ -367,13 +492,13 @@ def jupyter_argv(port: int, token: str, root_dir: str, extra: list[str] | None =
     return argv + list(extra or [])
 
 
-def start_jupyter(group: ProcessGroup, name: str, base_dir: str, port: int, token: str, root_dir: str,
-                  extra: list[str] | None = None, env: dict[str, str] | None = None) -> Proc:
+def start_jupyter(group: ProcessGroup, name: str, base_dir: str, port: int | None, token: str, root_dir: str,
+                  extra: list[str] | None = None, env: dict[str, str] | None = None, sock: str | None = None) -> Proc:
     home = os.path.join(base_dir, f"{name}-home")
     os.makedirs(home, exist_ok=True)
     chown_tree(home)
     full_env = server_env(home, {"JUPYTER_RUNTIME_DIR": os.path.join(home, "runtime"), **(env or {})})
-    return group.add(spawn(name, jupyter_argv(port, token, root_dir, extra), base_dir, full_env))
+    return group.add(spawn(name, jupyter_argv(port, token, root_dir, extra, sock), base_dir, full_env))
 
 
 def make_contents_folder(workspace: str, name: str = "bench-folder", files: int = 5) -> str:
@@ -405,8 +530,40 @@ class Runtime:
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self.token}"} if self.token else {}
 
+    def _tool(self, name: str) -> dict:
+        for tool in self.manifest["tools"]:
+            if tool["name"] == name:
+                return tool
+        raise KeyError(f"no tool {name!r} in this workspace's manifest")
+
     def tool_port(self, name: str) -> int:
-        return next(tool["port"] for tool in self.manifest["tools"] if tool["name"] == name)
+        """The TCP port of a tool that has one (a tool with "socket": true has none: tool_socket)."""
+        port = self._tool(name).get("port")
+        if not port:
+            raise ValueError(f"tool {name!r} listens on a unix socket, not a port: use tool_socket({name!r})")
+        return port
+
+    def tool_socket(self, name: str) -> str:
+        """The unix socket a tool with "socket": true listens on: the address of the gateway's
+        upstream for it (runtime/start.py decides the path), else <runtime-dir>/sockets/<name>.sock."""
+        if not self._tool(name).get("socket"):
+            raise ValueError(f"tool {name!r} listens on TCP port {self._tool(name).get('port')}, not a unix socket")
+        with contextlib.suppress(OSError):
+            with open(os.path.join(self.runtime_dir, "nginx", "nginx.conf")) as handle:
+                conf = handle.read()
+            match = re.search(r"upstream mlws_tool_%s \{\s*server unix:([^;\s]+);" % re.escape(name.replace("-", "_")), conf)
+            if match:
+                return match.group(1)
+        return os.path.join(self.runtime_dir, "sockets", f"{name}.sock")
+
+    def backend_headers(self) -> dict[str, str]:
+        """What the gateway adds to an authenticated API request to Jupyter: its secret header
+        (Jupyter behind the gateway has no token of its own and trusts only that) and the auth
+        kind "token" (an API client: no XSRF). For clients talking to Jupyter's socket directly."""
+        with open(os.path.join(self.runtime_dir, "jupyter", "settings.json")) as handle:
+            settings = json.load(handle)
+        return {settings["gateway_header"]: settings["gateway_secret"],
+                settings.get("auth_kind_header") or "X-Mlws-Auth": "token"}
 
     def supervisor_status(self) -> dict[str, tuple[str, int | None]]:
         """program name -> (state, pid) from supervisorctl."""
@@ -491,8 +648,10 @@ def start_runtime(group: ProcessGroup, base_dir: str, port: int, token: str | No
 
 # ---- Jupyter kernels and websocket round trips -----------------------------------------------
 
-def start_kernel(base: str, headers: dict[str, str]) -> str:
-    status, _, body = http("POST", f"{base}/api/kernels", {**headers, "Content-Type": "application/json"}, b"{}")
+def start_kernel(base: str, headers: dict[str, str], unix: str | None = None) -> str:
+    """POST <base>/api/kernels (over the unix socket `unix` when given; base then e.g. http://localhost)."""
+    status, _, body = http("POST", f"{base}/api/kernels", {**headers, "Content-Type": "application/json"}, b"{}",
+                           unix=unix)
     if status not in (200, 201):
         raise RuntimeError(f"starting a kernel at {base} gave HTTP {status}: {body[:300]!r}")
     return json.loads(body)["id"]
@@ -542,7 +701,9 @@ end
 
 
 def run_wrk(url: str, headers: dict[str, str], connections: int, seconds: float, threads: int | None = None) -> dict:
-    """wrk in its own process; returns requests/s, p50/p99 in ms, error counts."""
+    """wrk in its own process; returns requests/s, p50/p99 in ms, error counts. `rps` counts good
+    answers only (2xx/3xx: wrk's "Non-2xx or 3xx" are left out, so a fast error page cannot pass for
+    throughput); `rps_all` counts every answer. Latencies are wrk's, over every answer."""
     script = os.path.join(tempfile.gettempdir(), "mlws-wrk-report.lua")
     if not os.path.exists(script):
         with open(script, "w") as handle:
@@ -558,7 +719,8 @@ def run_wrk(url: str, headers: dict[str, str], connections: int, seconds: float,
         raise RuntimeError(f"wrk gave no report for {url}: {out.stdout[-500:]} {out.stderr[-500:]}")
     raw = json.loads(match.group(1))
     return {
-        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "rps": (raw["requests"] - raw["status_errors"]) / (raw["duration_us"] / 1e6),
+        "rps_all": raw["requests"] / (raw["duration_us"] / 1e6),
         "p50_ms": raw["p50_us"] / 1000,
         "p99_ms": raw["p99_us"] / 1000,
         "requests": raw["requests"],

@@ -496,6 +496,11 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
             "proxy_cache_key $mlws_port$http_cookie$http_authorization;" if hub else "proxy_cache_key $mlws_port;",
             "proxy_cache_valid 204 2s;",
             "proxy_cache_valid any 0;",
+            # When the entry expires under load, one request asks again (in the background) and
+            # the others keep the answer of two seconds ago instead of all asking at once.
+            "proxy_cache_use_stale updating;",
+            "proxy_cache_background_update on;",
+            "proxy_cache_lock on;",
             "proxy_pass http://mlws_login/_mlws/port-owner?port=$mlws_port;",
         ],
     )

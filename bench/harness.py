@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import http.client as http_client
 import json
 import os
 import pwd
@@ -37,6 +36,9 @@ import urllib.request
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # the runtime package of this checkout
+    sys.path.insert(0, ROOT)
+from runtime.unix_http import UnixHTTPConnection  # noqa: E402
 LOOPBACK = "127.0.0.1"
 BIN_DIR = os.path.dirname(sys.executable)  # the venv's bin: jupyter, mlws, supervisord
 RUN_USER = os.environ.get("MLWS_BENCH_USER", "mlws")
@@ -222,25 +224,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 _opener = urllib.request.build_opener(_NoRedirect)
-
-
-class UnixHTTPConnection(http_client.HTTPConnection):
-    """http.client over a unix socket (a backend on <runtime-dir>/sockets/<tool>.sock). `host` is
-    only what the Host header says."""
-
-    def __init__(self, socket_path: str, host: str = "localhost", timeout: float = 10.0):
-        super().__init__(host, timeout=timeout)
-        self.socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 def http(method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None,

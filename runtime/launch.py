@@ -27,9 +27,9 @@ import sys
 import time
 
 
-def processes_in_group(pgid: int) -> list[int]:
-    """PIDs of this user's processes whose process group is pgid (from /proc)."""
-    found = []
+def own_processes(file: str, mode: str = "rb"):
+    """(pid, contents of /proc/<pid>/<file>) for each process of this user (those that vanish
+    while we look are skipped)."""
     uid = os.getuid()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -37,34 +37,27 @@ def processes_in_group(pgid: int) -> list[int]:
         try:
             if os.stat(f"/proc/{entry}").st_uid != uid:
                 continue
-            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as handle:
-                stat = handle.read()
+            with open(f"/proc/{entry}/{file}", mode) as handle:
+                yield int(entry), handle.read()
         except OSError:
             continue
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """PIDs of this user's processes whose process group is pgid."""
+    found = []
+    for pid, stat in own_processes("stat"):
         # Fields after the command name, which is in parentheses and may contain anything.
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(b")") + 2:].split()
         if len(fields) > 2 and int(fields[2]) == pgid:
-            found.append(int(entry))
+            found.append(pid)
     return found
 
 
 def processes_marked(mark: str) -> list[int]:
     """PIDs of this user's processes whose environment holds exactly `mark` ("NAME=VALUE")."""
-    found = []
-    uid = os.getuid()
     wanted = mark.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{entry}").st_uid != uid:
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                if wanted in handle.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    return [pid for pid, environ in own_processes("environ") if wanted in environ.split(b"\0")]
 
 
 def run_mark(program: str, pid: int) -> str:

@@ -39,12 +39,13 @@ import json
 import os
 import secrets
 import signal
-import socket
 import socketserver
 import sys
 import threading
 import time
 import urllib.parse
+
+from runtime.unix_http import UnixHTTPConnection
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 FAILURES_ALLOWED = 20
@@ -277,17 +278,6 @@ class FailureWindow:
     def record(self) -> None:
         with self.lock:
             self.times.append(time.monotonic())
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 1.0):
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.socket_path)
 
 
 def write_private(path: str, text: str) -> None:

@@ -13,23 +13,7 @@ import socket
 import sys
 import time
 
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a unix socket (the tools listen on <runtime-dir>/sockets/<tool>.sock)."""
-
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+from runtime.unix_http import UnixHTTPConnection
 
 
 def check_once(check: dict) -> bool:

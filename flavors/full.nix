@@ -31,6 +31,7 @@
     pkgs.tini
     pkgs.tzdata
   ];
+  programsOnly = pkgs: [ ];
   pythonPackages = ps: [
     ps.accelerate
     ps.altair
@@ -117,7 +118,8 @@
     ps.ydata-profiling
   ];
   rPackages = rp: [ ];
-  nixpkgsConfig = { allowUnfree = false; };
+  nixpkgsConfig = { };
+  unfreeLicenses = [ "ncul1" ];
   env = { };
   manifest = ./full.manifest.json;
 }

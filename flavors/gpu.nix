@@ -31,13 +31,13 @@
     pkgs.tini
     pkgs.tzdata
   ];
+  programsOnly = pkgs: [ ];
   pythonPackages = ps: [
     ps.accelerate
     ps.altair
     ps.beautifulsoup4
     ps.black
     ps.bokeh
-    ps.catboost
     ps.category-encoders
     ps.cloudpickle
     ps.cupy
@@ -107,10 +107,10 @@
     ps.tensorflow-bin
     ps.textblob
     ps.tokenizers
-    ps.torch-bin
+    ps.torch
     ps.torch-geometric
-    ps.torchaudio-bin
-    ps.torchvision-bin
+    ps.torchaudio
+    ps.torchvision
     ps.tqdm
     ps.transformers
     ps.umap-learn
@@ -120,7 +120,14 @@
     ps.ydata-profiling
   ];
   rPackages = rp: [ ];
-  nixpkgsConfig = { allowUnfree = true; cudaCapabilities = [ "7.5" "8.0" "8.6" "8.9" "9.0" ]; cudaSupport = true; };
+  nixpkgsConfig = { cudaSupport = true; };
+  unfreeLicenses = [
+    "CUDA EULA"
+    "cuDNN EULA"
+    "cuSPARSELt EULA"
+    "cuTENSOR EULA"
+    "ncul1"
+  ];
   env = { LD_LIBRARY_PATH = "/run/opengl-driver/lib:/usr/lib64:/usr/lib/x86_64-linux-gnu"; NVIDIA_DRIVER_CAPABILITIES = "compute,utility"; NVIDIA_VISIBLE_DEVICES = "all"; TF_FORCE_GPU_ALLOW_GROWTH = "true"; };
   manifest = ./gpu.manifest.json;
 }

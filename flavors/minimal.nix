@@ -28,6 +28,7 @@
     pkgs.tini
     pkgs.tzdata
   ];
+  programsOnly = pkgs: [ ];
   pythonPackages = ps: [
     ps.ipympl
     ps.matplotlib
@@ -39,7 +40,8 @@
     ps.tqdm
   ];
   rPackages = rp: [ ];
-  nixpkgsConfig = { allowUnfree = false; };
+  nixpkgsConfig = { };
+  unfreeLicenses = [ "ncul1" ];
   env = { };
   manifest = ./minimal.manifest.json;
 }

@@ -29,6 +29,7 @@
     pkgs.tini
     pkgs.tzdata
   ];
+  programsOnly = pkgs: [ ];
   pythonPackages = ps: [
     ps.ipympl
     ps.matplotlib
@@ -41,7 +42,8 @@
     ps.tqdm
   ];
   rPackages = rp: [ rp.IRkernel ];
-  nixpkgsConfig = { allowUnfree = false; };
+  nixpkgsConfig = { };
+  unfreeLicenses = [ "ncul1" ];
   env = { };
   manifest = ./r.manifest.json;
 }

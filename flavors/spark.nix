@@ -28,10 +28,10 @@
     pkgs.iana-etc
     pkgs.jdk
     pkgs.scala
-    pkgs.spark
     pkgs.tini
     pkgs.tzdata
   ];
+  programsOnly = pkgs: [ { package = pkgs.spark; except = [ "find-spark-home" "pyspark" ]; } ];
   pythonPackages = ps: [
     ps.ipympl
     ps.matplotlib
@@ -46,7 +46,8 @@
     ps.tqdm
   ];
   rPackages = rp: [ rp.IRkernel ];
-  nixpkgsConfig = { allowUnfree = false; };
+  nixpkgsConfig = { };
+  unfreeLicenses = [ "ncul1" ];
   env = { PYSPARK_PYTHON = "python3"; };
   manifest = ./spark.manifest.json;
 }

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .base import read_base
 from .model import (
     PACKAGE_PLACEHOLDER_RE,
     PLACEHOLDERS,
@@ -25,6 +26,7 @@ from .model import (
     Cuda,
     Flavor,
     KnownAttributes,
+    Remove,
     MenuEntry,
     Process,
     Ready,
@@ -208,8 +210,24 @@ class Checker:
             names = {"nixpkgs": known.nixpkgs, "python": known.python, "r": known.r}[key]
             what = {"nixpkgs": "a nixpkgs attribute", "python": "a python3Packages attribute", "r": "an rPackages attribute"}[key]
             for index, item in items:
-                if item not in names:
-                    self.error(f"{join(path, key)}[{index}]", f"{what} listed in {known.file}", f'"{item}"')
+                if item in names:
+                    continue
+                where = f"{join(path, key)}[{index}]"
+                reason = known.retired.get((key, item))
+                if reason is not None:
+                    self.error(where, f"{what} nixpkgs still has", f'"{item}", {reason} ({known.file}: {key}.{item})')
+                else:
+                    self.error(where, f"{what} listed in {known.file}", f'"{item}"')
+        return tuple(item for _, item in items)
+
+    def licences(self, table: dict, path: str, key: str, known: KnownAttributes | None) -> tuple[str, ...]:
+        """Unfree licence short names, each one the base lists as unfree."""
+        items = self.indexed_items(table, path, key, STRING)
+        if known is not None:
+            listing = ", ".join(f'"{n}"' for n in sorted(known.unfree_licenses))
+            for index, item in items:
+                if item not in known.unfree_licenses:
+                    self.error(f"{join(path, key)}[{index}]", f"an unfree licence of {known.file} [licenses] ({listing})", f'"{item}"')
         return tuple(item for _, item in items)
 
     def env(self, table: dict, path: str, key: str, ctx: "Where | None") -> dict[str, str]:
@@ -288,7 +306,7 @@ def read_toml(path: Path, file: str, errors: list[SpecError]) -> dict | None:
 # ---------------------------------------------------------------------------------------------
 # tools
 
-TOOL_KEYS = ("description", "nixpkgs", "python", "needs", "port", "socket", "health", "env", "secret", "process", "route", "menu")
+TOOL_KEYS = ("description", "nixpkgs", "python", "needs", "port", "socket", "health", "env", "secret", "process", "route", "menu", "override", "unfree_licenses")
 PROCESS_KEYS = ("name", "command", "env", "ready")
 READY_KEYS = ("http", "tcp", "socket")
 ROUTE_KEYS = ("prefix", "strip_prefix", "websockets", "user_content", "blocked", "untyped_html")
@@ -368,6 +386,9 @@ def check_tool(
         )
 
     tool_env = c.env(data, "", "env", ctx)
+    nixpkgs = c.attributes(data, "", "nixpkgs", known)
+    unfree_licenses = c.licences(data, "", "unfree_licenses", known)
+    overrides = _check_overrides(c, data, nixpkgs, unfree_licenses, known)
     # A socket or a secret the tool is never told about protects nothing: say so.
     if socket and ctx.socket and "socket" not in c.used:
         c.error("socket", "{socket} in a process command or env value (where the tool listens)", "socket = true and no {socket}")
@@ -377,7 +398,7 @@ def check_tool(
         name=name,
         file=file,
         description=c.value(data, "", "description", TEXT, ""),
-        nixpkgs=c.attributes(data, "", "nixpkgs", known),
+        nixpkgs=nixpkgs,
         python=c.attributes(data, "", "python", known),
         needs=c.references(data, "", "needs", tool_names, TOOLS_DIR, itself=name),
         port=port,
@@ -388,7 +409,43 @@ def check_tool(
         menu=tuple(menu),
         socket=bool(socket),
         secret=secret,
+        overrides=overrides,
+        unfree_licenses=unfree_licenses,
     )
+
+
+def _check_overrides(
+    c: Checker, data: dict, nixpkgs: tuple[str, ...], unfree_licenses: tuple[str, ...], known: KnownAttributes | None,
+) -> dict[str, dict[str, bool]]:
+    """[override.<attr>] tables: `.override` arguments the base lists for an attribute the tool
+    installs, each true or false; the licences an argument adds must be in unfree_licenses."""
+    raw = c.value(data, "", "override", TABLE, {})
+    result: dict[str, dict[str, bool]] = {}
+    for attr in sorted(raw):
+        where = join("override", attr)
+        args = raw[attr]
+        if attr not in nixpkgs:
+            c.error(where, "an attribute of this tool's `nixpkgs` list", f'"{attr}"')
+            continue
+        if not isinstance(args, dict):
+            c.error(where, "a table of .override arguments (name = true/false)", describe(args))
+            continue
+        allowed = known.overrides.get(attr, {}) if known is not None else None
+        good = {}
+        for arg in sorted(args):
+            arg_where = join(where, arg)
+            if allowed is not None and arg not in allowed:
+                listing = ", ".join(sorted(allowed)) or "none"
+                c.error(arg_where, f"an .override argument {known.file} lists for {attr} ({listing})", f'"{arg}"')
+            elif not isinstance(args[arg], bool):
+                c.error(arg_where, "true or false", describe(args[arg]))
+            else:
+                good[arg] = args[arg]
+                missing = [l for l in (allowed or {}).get(arg, []) if args[arg] and l not in unfree_licenses]
+                if missing:
+                    c.error(arg_where, f"the licence it adds ({', '.join(missing)}) admitted in unfree_licenses", "it is not listed")
+        result[attr] = good
+    return result
 
 
 def _check_secret(c: Checker, data: dict, has_route: bool) -> Secret | None:
@@ -480,7 +537,7 @@ def _check_process(c: Checker, path: str, raw: dict, ctx: Where) -> Process:
 # ---------------------------------------------------------------------------------------------
 # flavors
 
-FLAVOR_KEYS = ("description", "extends", "image", "tools", "python", "nixpkgs", "r", "systems", "unfree", "env", "cuda", "replace")
+FLAVOR_KEYS = ("description", "extends", "image", "tools", "python", "nixpkgs", "r", "systems", "unfree_licenses", "env", "cuda", "replace", "remove")
 CUDA_KEYS = ("enable", "capabilities")
 REPLACE_KEYS = ("python", "nixpkgs")
 
@@ -505,7 +562,7 @@ def check_flavor(
         c.keys(raw_cuda, "cuda", CUDA_KEYS, required=("enable",))
         cuda = Cuda(
             enable=c.value(raw_cuda, "cuda", "enable", BOOL, False),
-            capabilities=c.items(raw_cuda, "cuda", "capabilities", CUDA_CAPABILITY),
+            capabilities=c.items(raw_cuda, "cuda", "capabilities", CUDA_CAPABILITY) if "capabilities" in raw_cuda else None,
         )
 
     replace = Replace()
@@ -516,6 +573,12 @@ def check_flavor(
             python=_check_replace_table(c, raw_replace, "python"),
             nixpkgs=_check_replace_table(c, raw_replace, "nixpkgs"),
         )
+
+    remove = Remove()
+    raw_remove = c.value(data, "", "remove", TABLE, None)
+    if raw_remove is not None:
+        c.keys(raw_remove, "remove", REPLACE_KEYS)
+        remove = Remove(python=c.items(raw_remove, "remove", "python", ATTR), nixpkgs=c.items(raw_remove, "remove", "nixpkgs", ATTR))
 
     return Flavor(
         name=name,
@@ -528,10 +591,11 @@ def check_flavor(
         nixpkgs=c.attributes(data, "", "nixpkgs", known),
         r=c.attributes(data, "", "r", known),
         systems=systems,
-        unfree=c.value(data, "", "unfree", BOOL, None),
+        unfree_licenses=c.licences(data, "", "unfree_licenses", known) if "unfree_licenses" in data else None,
         env=c.env(data, "", "env", None),
         cuda=cuda,
         replace=replace,
+        remove=remove,
     )
 
 
@@ -565,14 +629,8 @@ def _check_replace_table(c: Checker, raw: dict, key: str) -> dict[str, str]:
 
 
 def check_known(file: str, data: dict, errors: list[SpecError]) -> KnownAttributes:
-    c = Checker(file, errors)
-    c.keys(data, "", ("nixpkgs", "python", "r"), required=("nixpkgs", "python", "r"))
-    return KnownAttributes(
-        file=file,
-        nixpkgs=frozenset(c.items(data, "", "nixpkgs", ATTR)),
-        python=frozenset(c.items(data, "", "python", ATTR)),
-        r=frozenset(c.items(data, "", "r", R_ATTR)),
-    )
+    """The package base (generator/base.py reads and checks it)."""
+    return read_base(file, data, errors)
 
 
 def _spec_files(root: Path, folder: str, errors: list[SpecError]) -> list[tuple[str, str, Path]]:
@@ -604,7 +662,7 @@ def load_spec(root: Path) -> tuple[Spec, list[SpecError]]:
     known = KnownAttributes(KNOWN_FILE, frozenset(), frozenset())
     known_path = root / KNOWN_FILE
     if not known_path.is_file():
-        errors.append(SpecError(KNOWN_FILE, "", "the list of known nixpkgs, python and r attributes", "no such file"))
+        errors.append(SpecError(KNOWN_FILE, "", "the package base: one entry per nixpkgs, python and r attribute", "no such file"))
         known_checked = False
     else:
         data = read_toml(known_path, KNOWN_FILE, errors)
@@ -680,7 +738,10 @@ def check_references(spec: Spec, check_attributes: bool = True) -> list[SpecErro
                 ("nixpkgs", flavor.replace.nixpkgs, spec.known.nixpkgs),
             ):
                 for old, new in sorted(table.items()):
-                    if new not in known:
+                    reason = spec.known.retired.get((new_key, new))
+                    if reason is not None:
+                        errors.append(SpecError(flavor.file, f"replace.{new_key}.{old}", f"a {new_key} attribute nixpkgs still has", f'"{new}", {reason} ({spec.known.file}: {new_key}.{new})'))
+                    elif new not in known:
                         errors.append(SpecError(flavor.file, f"replace.{new_key}.{old}", f"a {new_key} attribute listed in {spec.known.file}", f'"{new}"'))
     return errors
 

@@ -136,12 +136,15 @@ class Tool:
     menu: tuple[MenuEntry, ...]
     socket: bool = False  # the web server listens on the runtime-made unix socket {socket}
     secret: Secret | None = None
+    # nixpkgs attribute -> `.override` arguments (netdata = { withCloudUi = true })
+    overrides: dict[str, dict[str, bool]] = field(default_factory=dict)
+    unfree_licenses: tuple[str, ...] = ()  # unfree licences its packages need, admitted by name
 
 
 @dataclass(frozen=True)
 class Cuda:
     enable: bool
-    capabilities: tuple[str, ...]
+    capabilities: tuple[str, ...] | None  # None: nixpkgs' default list (the one the CUDA cache builds)
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,14 @@ class Replace:
 
     python: dict[str, str] = field(default_factory=dict)
     nixpkgs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Remove:
+    """Packages a flavor leaves out of what it inherits (gpu: catboost, broken with CUDA)."""
+
+    python: tuple[str, ...] = ()
+    nixpkgs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,18 +177,26 @@ class Flavor:
     nixpkgs: tuple[str, ...]
     r: tuple[str, ...]  # rPackages attribute names (R itself comes with them, wrapped)
     systems: tuple[str, ...] | None
-    unfree: bool | None
+    unfree_licenses: tuple[str, ...] | None  # unfree licences admitted (added to the parent's)
     env: dict[str, str]
     cuda: Cuda | None
     replace: Replace
+    remove: Remove = field(default_factory=Remove)
 
 
 @dataclass(frozen=True)
 class KnownAttributes:
+    """The package base (spec/known-attributes.toml), as far as the generator needs it."""
+
     file: str
-    nixpkgs: frozenset[str]
+    nixpkgs: frozenset[str]  # usable names: in the base and neither removed nor renamed
     python: frozenset[str]
     r: frozenset[str] = frozenset()
+    retired: dict[tuple[str, str], str] = field(default_factory=dict)  # (section, name) -> nixpkgs' reason
+    unfree_licenses: frozenset[str] = frozenset()  # licence short names the base marks free = false
+    overrides: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # attr -> argument -> licences added
+    programs_only: dict[str, tuple[str, ...]] = field(default_factory=dict)  # attr -> its programs (image = "programs")
+    python_programs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # python attr -> programs it installs
 
 
 @dataclass(frozen=True)
@@ -198,7 +217,7 @@ class ResolvedFlavor:
     image: str
     description: str
     systems: tuple[str, ...]
-    unfree: bool
+    unfree_licenses: tuple[str, ...]  # the flavor chain's and its tools', sorted
     cuda: Cuda | None
     tools: tuple[str, ...]  # closure over `needs`, sorted
     python: tuple[str, ...]  # flavor-level python3Packages attributes (tools bring their own)

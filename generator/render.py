@@ -14,6 +14,7 @@ from pathlib import Path
 import jinja2
 
 from .model import GENERATED_HEADER_START, ResolvedFlavor, Spec, Tool
+from .resolve import tool_python
 
 TEMPLATES = Path(__file__).parent / "templates"
 INLINE_LIST_MAX = 4  # longer Nix lists get one item per line, for readable diffs
@@ -58,6 +59,19 @@ def nix_list(attrs, prefix: str) -> str:
     return _nix_items([prefix + a for a in attrs])
 
 
+def nix_exprs(exprs) -> str:
+    """A list of ready Nix expressions."""
+    return _nix_items(list(exprs))
+
+
+def package_expr(attr: str, overrides: dict[str, bool]) -> str:
+    """`pkgs.netdata`, or `(pkgs.netdata.override { withCloudUi = true; })` with arguments."""
+    if not overrides:
+        return f"pkgs.{attr}"
+    args = " ".join(f"{nix_name(k)} = {nix_value(v)};" for k, v in sorted(overrides.items()))
+    return f"(pkgs.{attr}.override {{ {args} }})"
+
+
 def nix_strings(values) -> str:
     return _nix_items([nix_str(v) for v in values])
 
@@ -91,6 +105,7 @@ def _environment() -> jinja2.Environment:
         nix_list=nix_list,
         nix_strings=nix_strings,
         nix_attrs=nix_attrs,
+        nix_exprs=nix_exprs,
     )
     return env
 
@@ -102,7 +117,7 @@ def tool_module_context(tool: Tool) -> dict:
     return {
         "header": header([tool.file]),
         "name": tool.name,
-        "packages": sorted(tool.nixpkgs),
+        "packages": [package_expr(a, tool.overrides.get(a, {})) for a in sorted(tool.nixpkgs)],
         "python": sorted(tool.python),
         "needs": sorted(tool.needs),
         "env": dict(sorted(tool.env.items())),
@@ -110,11 +125,28 @@ def tool_module_context(tool: Tool) -> dict:
 
 
 def nixpkgs_config(flavor: ResolvedFlavor) -> dict:
-    config: dict = {"allowUnfree": flavor.unfree}
+    """The config nixpkgs is imported with (flake.nix adds the allowUnfreePredicate made from
+    `unfreeLicenses`). No cudaCapabilities unless the spec sets them: nixpkgs' default list is the
+    one the CUDA binary cache builds (pkgs/top-level/release-cuda.nix sets none)."""
+    config: dict = {}
     if flavor.cuda is not None and flavor.cuda.enable:
         config["cudaSupport"] = True
-        config["cudaCapabilities"] = sorted(flavor.cuda.capabilities, key=_capability_order)
+        if flavor.cuda.capabilities is not None:
+            config["cudaCapabilities"] = sorted(flavor.cuda.capabilities, key=_capability_order)
     return config
+
+
+def programs_only(spec: Spec, flavor: ResolvedFlavor, python: tuple[str, ...]) -> list[str]:
+    """`{ package = pkgs.spark; except = [ ... ]; }` for each flavor package whose base entry says
+    only its programs belong in an image; `except` are the programs the flavor's Python packages
+    install themselves (pyspark's bin/pyspark), so each program is there once."""
+    taken = sorted({p for name in python for p in spec.known.python_programs.get(name, ())})
+    items = []
+    for attr in flavor.nixpkgs:
+        if attr in spec.known.programs_only:
+            clash = [p for p in spec.known.programs_only[attr] if p in taken]
+            items.append(f"{{ package = pkgs.{attr}; except = {nix_value(clash)}; }}")
+    return items
 
 
 def _capability_order(capability: str) -> tuple:
@@ -122,7 +154,7 @@ def _capability_order(capability: str) -> tuple:
     return (int(major), minor)
 
 
-def flavor_module_context(flavor: ResolvedFlavor) -> dict:
+def flavor_module_context(spec: Spec, flavor: ResolvedFlavor) -> dict:
     return {
         "header": header(flavor.files),
         "name": flavor.name,
@@ -131,10 +163,12 @@ def flavor_module_context(flavor: ResolvedFlavor) -> dict:
         "description": flavor.description,
         "systems": list(flavor.systems),
         "tools": list(flavor.tools),
-        "packages": list(flavor.nixpkgs),
+        "packages": [a for a in flavor.nixpkgs if a not in spec.known.programs_only],
+        "programs_only": programs_only(spec, flavor, tool_python(spec, flavor)),
         "python": list(flavor.python),
         "r": list(flavor.r),
         "nixpkgs_config": nixpkgs_config(flavor),
+        "unfree_licenses": list(flavor.unfree_licenses),
         "env": flavor.env,
     }
 
@@ -194,6 +228,6 @@ def render_all(spec: Spec, flavors: dict[str, ResolvedFlavor]) -> dict[str, str]
     for name in sorted(spec.tools):
         files[f"modules/{name}.nix"] = tool_template.render(tool_module_context(spec.tools[name]))
     for name in sorted(flavors):
-        files[f"flavors/{name}.nix"] = flavor_template.render(flavor_module_context(flavors[name]))
+        files[f"flavors/{name}.nix"] = flavor_template.render(flavor_module_context(spec, flavors[name]))
         files[f"flavors/{name}.manifest.json"] = manifest_text(manifest(spec, flavors[name]))
     return dict(sorted(files.items()))

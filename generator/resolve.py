@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from .model import Flavor, ResolvedFlavor, Spec, SpecError, SYSTEMS, Tool
 
+# lib.licenses.nvidiaCudaRedist's short name: the licence every CUDA build pulls in.
+CUDA_LICENCE = "CUDA EULA"
+
 
 def extends_chain(spec: Spec, name: str) -> tuple[list[str], list[str] | None]:
     """The flavor and its ancestors, child first; the second value is the cycle if there is one."""
@@ -47,6 +50,13 @@ def _replace(items: set[str], table: dict[str, str], file: str, key: str, what: 
     return done
 
 
+def _remove(items: set[str], names: tuple[str, ...], file: str, key: str, what: str, errors: list[SpecError]) -> None:
+    for name in names:
+        if name not in items:
+            errors.append(SpecError(file, f"remove.{key}", f"a {what} the parent flavor installs", f'"{name}", which it does not'))
+        items.discard(name)
+
+
 def resolve_flavor(spec: Spec, name: str, errors: list[SpecError], _cache: dict | None = None) -> ResolvedFlavor | None:
     """Resolve one flavor; problems are appended to `errors` and give None."""
     cache = _cache if _cache is not None else {}
@@ -76,6 +86,8 @@ def resolve_flavor(spec: Spec, name: str, errors: list[SpecError], _cache: dict 
     replaced_nixpkgs = dict(parent.replaced_nixpkgs) if parent else {}
     replaced_python.update(_replace(python, flavor.replace.python, flavor.file, "python", "python3Packages attribute", errors))
     replaced_nixpkgs.update(_replace(nixpkgs, flavor.replace.nixpkgs, flavor.file, "nixpkgs", "nixpkgs attribute", errors))
+    _remove(python, flavor.remove.python, flavor.file, "python", "python3Packages attribute", errors)
+    _remove(nixpkgs, flavor.remove.nixpkgs, flavor.file, "nixpkgs", "nixpkgs attribute", errors)
     python.update(flavor.python)
     nixpkgs.update(flavor.nixpkgs)
     r = set(parent.r) if parent else set()
@@ -88,12 +100,17 @@ def resolve_flavor(spec: Spec, name: str, errors: list[SpecError], _cache: dict 
     systems = flavor.systems if flavor.systems is not None else (parent.systems if parent else SYSTEMS)
     if parent and not set(systems) <= set(parent.systems):
         errors.append(SpecError(flavor.file, "systems", "systems the parent flavor supports (" + ", ".join(parent.systems) + ")", ", ".join(systems)))
-    unfree = flavor.unfree if flavor.unfree is not None else (parent.unfree if parent else False)
+    # Unfree licences are admitted by name (an allowUnfreePredicate), never all of them: the
+    # flavor chain's own plus those its tools declare for their packages.
+    unfree = set(parent.unfree_licenses) if parent else set()
+    unfree.update(flavor.unfree_licenses or ())
+    for tool in tools:
+        unfree.update(spec.tools[tool].unfree_licenses)
     cuda = flavor.cuda if flavor.cuda is not None else (parent.cuda if parent else None)
-    if cuda is not None and cuda.enable and not unfree:
-        errors.append(SpecError(flavor.file, "cuda.enable" if flavor.cuda else "unfree", "unfree = true with CUDA (the CUDA libraries are unfree)", "unfree = false"))
-    if cuda is not None and cuda.enable and not cuda.capabilities:
-        errors.append(SpecError(flavor.file, "cuda.capabilities", "at least one CUDA capability with cuda.enable", "an empty list"))
+    if cuda is not None and cuda.enable and CUDA_LICENCE not in unfree:
+        errors.append(SpecError(flavor.file, "cuda.enable" if flavor.cuda else "unfree_licenses", f'"{CUDA_LICENCE}" in unfree_licenses with CUDA (the CUDA libraries are unfree)', "it is not admitted"))
+    if cuda is not None and cuda.enable and cuda.capabilities is not None and not cuda.capabilities:
+        errors.append(SpecError(flavor.file, "cuda.capabilities", "at least one CUDA capability, or no key for nixpkgs' default list", "an empty list"))
 
     health = [t for t in tools if spec.tools[t].health]
     if len(health) != 1:
@@ -110,7 +127,7 @@ def resolve_flavor(spec: Spec, name: str, errors: list[SpecError], _cache: dict 
         image=flavor.image or f"ml-workspace-{name}",
         description=flavor.description,
         systems=tuple(sorted(systems)),
-        unfree=unfree,
+        unfree_licenses=tuple(sorted(unfree)),
         cuda=cuda,
         tools=tools,
         python=tuple(sorted(python)),

@@ -7,8 +7,10 @@
     ps.ipykernel
     ps.ipywidgets
     ps.jupyter-server
+    ps.jupyterhub
     ps.jupyterlab
     ps.notebook
+    ps.pip
   ];
   needs = [ "nginx" "supervisor" ];
   env = { };

@@ -2,7 +2,7 @@
 { pkgs }:
 {
   name = "netdata";
-  packages = [ pkgs.netdata ];
+  packages = [ (pkgs.netdata.override { withCloudUi = true; }) ];
   pythonPackages = ps: [ ];
   needs = [ "nginx" "supervisor" ];
   env = { };

@@ -2,7 +2,7 @@
 { pkgs }:
 {
   name = "ssh";
-  packages = [ pkgs.openssh ];
+  packages = [ pkgs.haproxy pkgs.openssh ];
   pythonPackages = ps: [ ];
   needs = [ "supervisor" ];
   env = { };

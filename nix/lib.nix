@@ -11,7 +11,8 @@
 #               a function `{ pkgs }: { name, packages, pythonPackages, needs, env }`.
 #   flavorsDir  path of the folder of generated flavor files (`flavors/`): every `<flavor>.nix` in it
 #               is an attribute set `{ name, extends, imageName, description, systems, tools,
-#               systemPackages, pythonPackages, rPackages, nixpkgsConfig, env, manifest }`.
+#               systemPackages, programsOnly, pythonPackages, rPackages, nixpkgsConfig,
+#               unfreeLicenses, env, manifest }`.
 #
 # Returns an attribute set:
 #   toolNames     sorted list of tool names (file stems of modules/*.nix).
@@ -24,8 +25,9 @@
 #                                   tool a module `needs` is in the flavor);
 #                   systemPackages  de-duplicated list of derivations: the flavor's
 #                                   `systemPackages pkgs`, then every tool's `packages`, then the
-#                                   wrapped R and its Jupyter kernelspec when the flavor has
-#                                   `rPackages` (nix/r.nix; rstudio-server is then the wrapper
+#                                   programs of each `programsOnly` package (nix/programs.nix),
+#                                   then the wrapped R and its Jupyter kernelspec when the flavor
+#                                   has `rPackages` (nix/r.nix; rstudio-server is then the wrapper
 #                                   with those packages);
 #                   pythonPackages  ps -> de-duplicated list: the flavor's pythonPackages, then every
 #                                   tool's, for python3.withPackages;
@@ -106,6 +108,7 @@ let
         inherit pkgs;
         inherit (flavor) rPackages;
       };
+      programsOf = import ./programs.nix pkgs;
     in
     if missingNeeds != [ ] then
       throw "mlws: flavors/${flavor.name}.nix: tools: missing ${builtins.toJSON missingNeeds}, needed by its tools"
@@ -114,6 +117,7 @@ let
         inherit tools;
         systemPackages = lib.unique (
           map r.swapPackage (flavor.systemPackages pkgs ++ lib.concatMap (tool: tool.packages) tools)
+          ++ map programsOf (flavor.programsOnly pkgs)
           ++ r.packages
         );
         inherit (r) env;

@@ -5,8 +5,8 @@
 #
 # Arguments (an attribute set):
 #   pkgs            the flavor's nixpkgs package set (for the GPU flavor: nixpkgs imported with
-#                   the flavor's nixpkgsConfig, so python3Packages.torch-bin etc. are the CUDA
-#                   builds).
+#                   cudaSupport = true, so python3Packages.torch and everything built on it are
+#                   the CUDA builds).
 #   pythonPackages  ps -> list of python3Packages: the union of the flavor's and its tools'
 #                   pythonPackages (nix/lib.nix `resolve` returns it).
 #

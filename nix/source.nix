@@ -7,8 +7,9 @@
 #   root  the repository root (the flake's `./.`).
 #
 # Returns:
-#   app        pyproject.toml, poetry.lock, README.md, generator/ and runtime/: what poetry2nix
-#              needs to build the `mlws` application.
+#   app        pyproject.toml, poetry.lock, README.md and the Python packages pyproject.toml's
+#              `tool.poetry.packages` lists (generator/, runtime/, ...): what the poetry-core build
+#              of the `mlws` application (nix/app.nix) reads.
 #   generated  app's files plus spec/, modules/ and flavors/: what `mlws generate --check` reads.
 { root }:
 let
@@ -27,13 +28,14 @@ let
     tops: path: _type:
     !(isCache path) && builtins.elem (topOf (relative path)) tops;
 
+  projectPackages = map (package: package.include) (builtins.fromTOML (builtins.readFile (root + "/pyproject.toml"))).tool.poetry.packages;
+
   appTops = [
     "pyproject.toml"
     "poetry.lock"
     "README.md"
-    "generator"
-    "runtime"
-  ];
+  ]
+  ++ projectPackages;
 in
 {
   app = builtins.path {

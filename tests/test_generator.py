@@ -155,6 +155,17 @@ def test_errors_are_all_reported_not_only_the_first(repo_copy, mlws):
     assert f"{len(errors)} errors in the spec" in result.stderr
 
 
+def test_a_name_nixpkgs_removed_is_refused_with_nixpkgs_reason(repo_copy, mlws):
+    full = repo_copy / "spec/flavors/full.toml"
+    full.write_text(full.read_text().replace('"catboost",', '"catboost", "scikit-optimize",', 1))
+    result = mlws("validate", "--root", str(repo_copy))
+    assert result.returncode == 2
+    (line,) = [l for l in result.stderr.splitlines() if "scikit-optimize" in l]
+    assert line.startswith("error: spec/flavors/full.toml: python[")
+    assert 'expected a python3Packages attribute nixpkgs still has, found "scikit-optimize", removed from nixpkgs: scikit-optimize was removed from nixpkgs in 2024' in line
+    assert line.endswith("(spec/known-attributes.toml: python.scikit-optimize)")
+
+
 def test_r_packages_are_checked_like_the_other_package_lists(repo_copy, mlws):
     (repo_copy / "spec/flavors/xr.toml").write_text(
         'description = "x"\nextends = "r"\nr = ["data.table", "ggplot2", 3, "IRkernel", "IRkernel"]\n'
@@ -172,9 +183,9 @@ def test_r_packages_are_checked_like_the_other_package_lists(repo_copy, mlws):
     assert any(line.startswith('error: spec/tools/netdata.toml: r: expected one of the keys') for line in errors)
     # The known list itself must say which rPackages exist.
     known = repo_copy / "spec/known-attributes.toml"
-    known.write_text(known.read_text().split("\nr = [")[0])
+    known.write_text(known.read_text().split("\n[r.")[0])
     result = mlws("validate", "--root", str(repo_copy))
-    assert "error: spec/known-attributes.toml: r: expected a list of rPackages attribute names, found nothing (the key is missing)" in result.stderr
+    assert "error: spec/known-attributes.toml: r: expected a table of rPackages attribute names, one [r.<name>] entry each, found nothing (the key is missing)" in result.stderr
 
 
 def test_adding_a_tool_is_one_spec_file_and_generate(repo_copy, mlws):
@@ -230,10 +241,13 @@ def test_root_is_found_from_a_subfolder_and_missing_root_is_a_clear_error(repo_c
 def test_list_shows_flavors_and_tools(mlws):
     result = mlws("list", "--root", str(REPO))
     assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.split()}
     rows = [line.split() for line in result.stdout.splitlines()]
     flavors = {row[0]: row for row in rows if row and row[0] in {"minimal", "full", "gpu", "r", "spark"}}
-    assert flavors["gpu"][1:3] == ["full", "ml-workspace-gpu"] and flavors["gpu"][-1] == "yes"
-    assert flavors["minimal"][1] == "-" and flavors["minimal"][-1] == "no"
+    # The last column: the unfree licences each flavor admits by name.
+    assert flavors["gpu"][1:3] == ["full", "ml-workspace-gpu"]
+    assert lines["gpu"].rstrip().endswith("CUDA EULA, cuDNN EULA, cuSPARSELt EULA, cuTENSOR EULA, ncul1")
+    assert flavors["minimal"][1] == "-" and flavors["minimal"][-1] == "ncul1"
     tools = {row[0]: row for row in rows if row and row[0] in {"jupyter", "vnc", "ssh"}}
     assert tools["jupyter"][1:3] == ["socket", "/"]
     assert tools["vnc"][1:4] == ["socket", "/tools/vnc/", "xserver,desktop,novnc"]
@@ -244,10 +258,12 @@ def test_show_json_and_table(mlws):
     result = mlws("show", "gpu", "--json", "--root", str(REPO))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["name"] == "gpu" and data["extends"] == "full" and data["unfree"] is True
+    assert data["name"] == "gpu" and data["extends"] == "full"
+    assert data["unfree_licenses"] == ["CUDA EULA", "cuDNN EULA", "cuSPARSELt EULA", "cuTENSOR EULA", "ncul1"]
+    assert data["cuda"] == {"enable": True, "capabilities": None}  # nixpkgs' default list
     assert data["files"] == ["spec/flavors/gpu.toml", "spec/flavors/full.toml", "spec/flavors/minimal.toml"]
-    assert data["replaced"]["python"]["torch"] == "torch-bin"
-    assert "torch-bin" in data["python"] and "torch" not in data["python"]
+    assert data["replaced"]["python"] == {}
+    assert "torch" in data["python"] and "torch-bin" not in data["python"] and "catboost" not in data["python"]
     assert "jupyterlab" in data["all_python"] and "jupyterlab" not in data["python"]
     assert data["ports"] == {"glances": 8053}
     assert "jupyter" in data["sockets"] and "vscode" in data["sockets"]

@@ -163,13 +163,19 @@ def has_java_spark_and_pyspark(spec, flavor):
 
 @flavor_check("gpu")
 def has_cuda_and_the_nvidia_environment(spec, flavor):
-    assert flavor.unfree and flavor.cuda is not None and flavor.cuda.enable and flavor.cuda.capabilities
+    # nixpkgs' CUDA guide: cudaSupport, the default capability list (the one the CUDA cache
+    # builds), unfree licences admitted by name.
+    assert flavor.cuda is not None and flavor.cuda.enable and flavor.cuda.capabilities is None
+    assert {"CUDA EULA", "cuDNN EULA"} <= set(flavor.unfree_licenses)
     assert flavor.env["NVIDIA_VISIBLE_DEVICES"] == "all"
     assert flavor.env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
     assert flavor.env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
     assert flavor.env["LD_LIBRARY_PATH"].split(":")[0] == "/run/opengl-driver/lib"
-    assert {"torch-bin", "torchvision-bin", "jax-cuda12-plugin"} <= set(flavor.python)
-    assert "torch" not in flavor.python
+    # One torch: the source build, a CUDA build under cudaSupport; no wheels beside it.
+    assert {"torch", "torchvision", "jax-cuda12-plugin"} <= set(flavor.python)
+    assert not {"torch-bin", "torchvision-bin", "torchaudio-bin"} & set(flavor.python)
+    # catboost is broken with cudaSupport in nixpkgs: left out.
+    assert "catboost" not in flavor.python
 
 
 def ancestors(spec: Spec, name: str) -> list[str]:
@@ -205,13 +211,12 @@ def test_every_flavor_and_every_check_owner_takes_part(spec):
 # --- resolution -------------------------------------------------------------------------------
 
 
-def test_gpu_has_everything_of_full_except_the_replaced_packages(flavors):
+def test_gpu_has_everything_of_full_except_what_it_removes(flavors, spec):
     full, gpu = flavors["full"], flavors["gpu"]
-    replaced = gpu.replaced_python
-    assert replaced == {"torch": "torch-bin", "torchaudio": "torchaudio-bin", "torchvision": "torchvision-bin"}
-    assert set(full.python) - set(replaced) <= set(gpu.python)
-    assert set(replaced.values()) <= set(gpu.python)
-    assert not set(replaced) & set(gpu.python)
+    assert gpu.replaced_python == {}
+    assert spec.flavors["gpu"].remove.python == ("catboost",)
+    assert set(full.python) - {"catboost"} <= set(gpu.python)
+    assert "catboost" not in gpu.python
     assert set(full.tools) <= set(gpu.tools) and set(full.nixpkgs) <= set(gpu.nixpkgs)
     assert full.env.items() <= gpu.env.items()
 
@@ -230,7 +235,7 @@ def test_r_packages_are_inherited_and_written_as_r_packages_functions(repo_copy)
     spark = repo_copy / "spec/flavors/spark.toml"
     spark.write_text(spark.read_text().replace('python = ["pyspark"', 'r = ["sparklyr"]\npython = ["pyspark"'))
     known = repo_copy / "spec/known-attributes.toml"
-    known.write_text(known.read_text().replace('r = [\n', 'r = [\n    "sparklyr",\n'))
+    known.write_text(known.read_text() + '\n[r.sparklyr]\nfile = "pkgs/development/r-modules/default.nix"\nchecked = "reference: test"\n')
     spec, errors = load_spec(repo_copy)
     assert errors == []
     resolved, errors = resolve_all(spec)
@@ -243,12 +248,18 @@ def test_r_packages_are_inherited_and_written_as_r_packages_functions(repo_copy)
     assert "  rPackages = rp: [ ];\n" in files["flavors/minimal.nix"]
 
 
-def test_only_gpu_is_unfree_also_in_the_generated_nix(flavors):
-    assert sorted(n for n, f in flavors.items() if f.unfree) == ["gpu"]
-    for name in flavors:
+def test_unfree_licences_are_admitted_by_name_only_where_needed(flavors):
+    """Only gpu admits the CUDA licences; every flavor with Netdata admits its dashboard's licence
+    (spec/tools/netdata.toml); nothing is admitted wholesale (no allowUnfree)."""
+    cuda = {"CUDA EULA", "cuDNN EULA", "cuSPARSELt EULA", "cuTENSOR EULA"}
+    for name, flavor in flavors.items():
+        expected = ({"ncul1"} if "netdata" in flavor.tools else set()) | (cuda if name == "gpu" else set())
+        assert set(flavor.unfree_licenses) == expected, name
         text = (REPO / f"flavors/{name}.nix").read_text()
-        config = re.search(r"nixpkgsConfig = \{ allowUnfree = (true|false);", text)
-        assert config is not None and config.group(1) == ("true" if name == "gpu" else "false")
+        assert "allowUnfree" not in text
+        assert re.search(r"unfreeLicenses = \[", text)
+        assert ("cudaSupport = true;" in text) == (name == "gpu")
+        assert "cudaCapabilities" not in text
 
 
 def test_needs_are_closed_transitively(repo_copy):
@@ -282,3 +293,24 @@ def test_every_attribute_the_spec_names_is_known(spec):
         if len(columns) >= 3 and columns[2] == "no":
             lacking.add(columns[1])
     assert not lacking & spec.known.python
+
+
+def test_provenance_doc_lists_every_base_entry_as_the_base_records_it():
+    """docs/nixpkgs-provenance.md says, for every entry of the package base, which nixpkgs file it
+    was checked against and how: the same file and `checked` value as the base."""
+    import tomllib
+
+    base = tomllib.loads((REPO / "spec/known-attributes.toml").read_text())
+    doc = (REPO / "docs/nixpkgs-provenance.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        match = re.match(r"\| `([^`]+)`(?: \([^)]*\))? \| (.+?) \| (.+) \|$", line)
+        if match:
+            rows.setdefault(match.group(1), []).append((match.group(2), match.group(3)))
+    for section in ("nixpkgs", "python", "r"):
+        for name, entry in base[section].items():
+            assert (entry["file"], entry["checked"].replace("|", "/")) in rows.get(name, []), f"{section}.{name}"
+    # The entries the spec's GPU and Spark decisions rest on were read in nixpkgs' source.
+    for section, name in (("python", "catboost"), ("python", "torch"), ("python", "torch-bin"), ("python", "tensorflow-bin"),
+                          ("python", "pyspark"), ("nixpkgs", "netdata"), ("nixpkgs", "spark")):
+        assert base[section][name]["checked"].startswith("source: "), f"{section}.{name}"

@@ -21,6 +21,8 @@ let
   config = fake.checkArgs "import nixpkgs { config }" [
     "allowUnfree"
     "allowUnfreePredicate"
+    "allowBroken"
+    "permittedInsecurePackages"
     "allowAliases"
     "cudaSupport"
     "cudaCapabilities"

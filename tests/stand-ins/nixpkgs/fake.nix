@@ -1,26 +1,56 @@
-# Helpers of the nixpkgs stand-in: fake derivations, strict argument checks, call records.
+# Helpers of the nixpkgs stand-in: fake derivations that refuse to evaluate as nixpkgs' check-meta
+# does, strict argument checks, call records.
 #
 # A fake derivation is an attribute set Nix itself treats as a derivation (type = "derivation",
 # name, outPath, drvPath well-formed store paths), so `nix flake check --no-build`, `nix eval` and
 # string interpolation ("${pkg}/bin/x") work on it, but nothing can ever be built from it.
 # Its store hash is derived from everything it was made from, including the outPaths of its
-# dependencies, so forcing its outPath forces theirs (that is how an unfree dependency refuses to
-# evaluate, as nixpkgs' check-meta does).
+# dependencies, so forcing its outPath forces theirs: a refused dependency refuses the whole
+# image, as in nixpkgs.
+#
+# The refusals and their messages follow pkgs/stdenv/generic/check-meta.nix (handleEvalIssue:
+# "Package ‘<name>’ in <position> <reason>, refusing to evaluate."), with the reasons of the real
+# checks: marked as broken (meta.broken, unless config.allowBroken), an unfree license (unless
+# config.allowUnfree or config.allowUnfreePredicate admits the package), not available on the
+# requested hostPlatform (meta.platforms), marked as insecure (meta.knownVulnerabilities, unless
+# its name is in config.permittedInsecurePackages).
 { system, config }:
 let
   # Nix's base-32 alphabet lacks e, o, u, t; hex digits only need e replaced.
   storeHash = seed: builtins.substring 0 32 (builtins.replaceStrings [ "e" ] [ "g" ] (builtins.hashString "sha256" seed));
 
-  unfreeRefusal =
-    attrPath: license:
-    throw "stand-in nixpkgs: refusing to evaluate '${attrPath}': its license (${license}) is unfree and config.allowUnfree is not set";
+  # Why check-meta would refuse a package with these facts, or null.
+  refusal =
+    {
+      name,
+      position,
+      meta,
+      platforms,
+    }:
+    let
+      unfree = builtins.filter (l: !l.free) meta.license;
+      admitted =
+        (config.allowUnfree or false) || (config ? allowUnfreePredicate && config.allowUnfreePredicate { inherit name meta; });
+      insecure = meta.knownVulnerabilities != [ ] && !(builtins.elem name (config.permittedInsecurePackages or [ ]));
+      prefix = "Package ‘${name}’ in ${position}";
+    in
+    if meta.broken && !(config.allowBroken or false) then
+      "${prefix} is marked as broken, refusing to evaluate."
+    else if unfree != [ ] && !admitted then
+      "${prefix} has an unfree license (‘${builtins.concatStringsSep "’, ‘" (map (l: l.shortName) unfree)}’), refusing to evaluate."
+    else if !(builtins.elem system platforms) then
+      "${prefix} is not available on the requested hostPlatform:\n  hostPlatform.system = \"${system}\"\n  package.meta.platforms = ${builtins.toJSON platforms}\n, refusing to evaluate."
+    else if insecure then
+      "${prefix} is marked as insecure, refusing to evaluate.\n\nKnown issues:\n${builtins.concatStringsSep "\n" (map (v: " - ${v}") meta.knownVulnerabilities)}"
+    else
+      null;
 in
 rec {
-  allowUnfree = config.allowUnfree or false;
-
-  # attrPath   where the package lives in the set ("python3Packages.torch-bin"), for messages.
+  # attrPath   where the package lives in the set ("python3Packages.torch-bin"), for records.
   # pname, version
-  # license    SPDX-like name; free = false marks it unfree.
+  # position   the nixpkgs file that defines it (check-meta names it in refusals).
+  # licenses   list of { shortName; free; }.
+  # platforms, broken, knownVulnerabilities: meta as the package base records it.
   # deps       derivations whose outPaths are part of this one's identity (runtime closure).
   # passthru   extra attributes (cudaSupport, withPackages, ...).
   # seed       anything else that distinguishes this build (e.g. the recorded call).
@@ -29,8 +59,19 @@ rec {
       attrPath,
       pname,
       version ? "1.0",
-      license ? "mit",
-      free ? true,
+      position ? "the stand-in",
+      licenses ? [
+        {
+          shortName = "mit";
+          free = true;
+        }
+      ],
+      platforms ? [
+        "x86_64-linux"
+        "aarch64-linux"
+      ],
+      broken ? false,
+      knownVulnerabilities ? [ ],
       deps ? [ ],
       passthru ? { },
       seed ? "",
@@ -38,6 +79,19 @@ rec {
     }:
     let
       name = "${pname}-${version}";
+      meta = {
+        license = licenses;
+        unfree = builtins.any (l: !l.free) licenses;
+        inherit
+          platforms
+          broken
+          knownVulnerabilities
+          mainProgram
+          ;
+      };
+      refused = refusal {
+        inherit name position meta platforms;
+      };
       identity = builtins.toJSON {
         inherit
           system
@@ -48,10 +102,7 @@ rec {
         # toJSON of a derivation is its outPath: forces the dependencies' own checks.
         deps = deps;
       };
-      refused = !free && !allowUnfree;
-      outPath = if refused then unfreeRefusal attrPath license else "/nix/store/${storeHash identity}-${name}";
-      drvPath =
-        if refused then unfreeRefusal attrPath license else "/nix/store/${storeHash "drv:${identity}"}-${name}.drv";
+      checked = value: if refused != null then throw refused else value;
       self =
         passthru
         // {
@@ -61,21 +112,17 @@ rec {
             pname
             version
             system
-            outPath
-            drvPath
+            meta
             ;
+          outPath = checked "/nix/store/${storeHash identity}-${name}";
+          drvPath = checked "/nix/store/${storeHash "drv:${identity}"}-${name}.drv";
           outputs = [ "out" ];
           outputName = "out";
           out = self;
-          meta = {
-            license = {
-              shortName = license;
-              inherit free;
-            };
-            unfree = !free;
-            inherit mainProgram;
-          };
           standInAttrPath = attrPath;
+          standInPosition = position;
+          # What it was made from (the closure an image of it holds).
+          standInRuntimeDeps = deps;
           # The nixpkgs config of the package set this came from (cudaSupport, allowUnfree, ...).
           standInNixpkgsConfig = config;
         };

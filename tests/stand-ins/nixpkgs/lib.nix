@@ -29,6 +29,8 @@ let
     in
     if hasPrefix prefix str then builtins.substring preLen (builtins.stringLength str - preLen) str else str;
 
+  stringToCharacters = s: builtins.genList (i: builtins.substring i 1 s) (builtins.stringLength s);
+
   # Keeps the first occurrence of each element, like lib.lists.unique.
   unique = builtins.foldl' (acc: e: if builtins.elem e acc then acc else acc ++ [ e ]) [ ];
 in
@@ -40,6 +42,7 @@ in
     removeSuffix
     removePrefix
     unique
+    stringToCharacters
     ;
 
   genAttrs = names: f: builtins.listToAttrs (map (n: nameValuePair n (f n)) names);
@@ -75,4 +78,10 @@ in
   optionals = cond: elems: if cond then elems else [ ];
 
   concatStringsSep = builtins.concatStringsSep;
+
+  toLower = builtins.replaceStrings (stringToCharacters "ABCDEFGHIJKLMNOPQRSTUVWXYZ") (
+    stringToCharacters "abcdefghijklmnopqrstuvwxyz"
+  );
+
+  toList = x: if builtins.isList x then x else [ x ];
 }

@@ -10,31 +10,18 @@
     ];
   };
 
-  # What follows what (one nixpkgs in the whole graph, so every package and the app share one
-  # store closure and one evaluation):
-  #   poetry2nix/nixpkgs                    follows our nixpkgs;
-  #   poetry2nix/treefmt-nix/nixpkgs and
-  #   poetry2nix/nix-github-actions/nixpkgs follow poetry2nix/nixpkgs (poetry2nix's own flake.nix
-  #                                         says so), hence ours too.
-  # poetry2nix's flake-utils (with its own nix-systems), systems, treefmt-nix and nix-github-actions
-  # stay locked at the revisions poetry2nix's own lock had at ce2369db: we use none of them, and our
-  # outputs do not depend on them (poetry2nix.lib.mkPoetry2Nix only needs the `pkgs` we pass).
-  # The two nix-systems nodes are the same commit, fetched once. A nested override such as
-  # `inputs.flake-utils.inputs.systems.follows` is avoided on purpose: an override entry without
-  # a url makes Nix 2.8 replace that input with the registry entry of its name.
+  # One input: nixpkgs. The `mlws` app is built with nixpkgs' own Python builder
+  # (nix/app.nix), so poetry2nix (unmaintained since 2024, its PyPI fetcher broken with current
+  # nixpkgs) is not on the critical path; pyproject.toml and poetry.lock stay consumable by it
+  # (tests/test_flake_stand_ins.py checks that) for users who prefer it.
   inputs = {
     nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
-    poetry2nix = {
-      url = "github:nix-community/poetry2nix";
-      inputs.nixpkgs.follows = "nixpkgs";
-    };
   };
 
   outputs =
     {
       self,
       nixpkgs,
-      poetry2nix,
     }:
     let
       inherit (nixpkgs) lib;
@@ -74,10 +61,21 @@
       defaultFlavor = "minimal";
       mainImage = "ml-workspace";
 
-      # The package set for a flavor's nixpkgsConfig. Flavors without special needs share
-      # legacyPackages (one evaluation); others (the GPU flavor: allowUnfree, cudaSupport,
-      # cudaCapabilities) get nixpkgs imported with their config.
-      isPlainConfig = config: builtins.removeAttrs config [ "allowUnfree" ] == { } && !(config.allowUnfree or false);
+      # The nixpkgs config of a flavor: its nixpkgsConfig (cudaSupport for gpu) and, when it
+      # admits unfree licences, an allowUnfreePredicate that admits exactly those by short name, as
+      # nixpkgs' CUDA guide (doc/languages-frameworks/cuda.section.md) and the CUDA cache's jobset
+      # (pkgs/top-level/release-cuda.nix) write it. Never allowUnfree: an unfree licence nobody
+      # listed stops the evaluation. The predicate does not change store hashes, so the CUDA cache
+      # still serves what it built.
+      admits =
+        licences: package:
+        builtins.all (licence: licence.free || builtins.elem licence.shortName licences) (
+          if builtins.isList package.meta.license then package.meta.license else [ package.meta.license ]
+        );
+      nixpkgsConfigOf =
+        flavor:
+        flavor.nixpkgsConfig
+        // (if flavor.unfreeLicenses == [ ] then { } else { allowUnfreePredicate = admits flavor.unfreeLicenses; });
 
       perSystem =
         system:
@@ -86,10 +84,8 @@
 
           mlwsApp = import ./nix/app.nix {
             pkgs = basePkgs;
-            inherit poetry2nix;
             src = sources.app;
             pyproject = ./pyproject.toml;
-            poetrylock = ./poetry.lock;
           };
 
           checkers = import ./nix/checks.nix {
@@ -101,14 +97,9 @@
             name:
             let
               flavor = mlwsLib.flavors.${name};
-              pkgs =
-                if isPlainConfig flavor.nixpkgsConfig then
-                  basePkgs
-                else
-                  import nixpkgs {
-                    inherit system;
-                    config = flavor.nixpkgsConfig;
-                  };
+              config = nixpkgsConfigOf flavor;
+              # Flavors without a config share legacyPackages (one evaluation).
+              pkgs = if config == { } then basePkgs else import nixpkgs { inherit system config; };
               resolved = mlwsLib.resolve pkgs flavor;
               pythonEnv = import ./nix/python.nix {
                 inherit pkgs;
@@ -125,6 +116,8 @@
               inherit (resolved) systemPackages tools;
               image = import ./nix/image.nix (common // imageMetadata);
               devShell = import ./nix/devshell.nix common;
+              # nix/job-image.nix: this flavor's image with a job's code and Python packages baked in.
+              jobImage = import ./nix/job-image.nix (common // imageMetadata // { inherit (resolved) pythonPackages; });
             };
 
           built = lib.genAttrs (mlwsLib.flavorsFor system) buildFlavor;
@@ -174,6 +167,9 @@
             mlws-generate = checkers.generateCheck sources.generated;
           } // lib.concatMapAttrs flavorChecks built;
 
+          # For the flake's lib.mkJobImage (below), one per flavor.
+          jobImages = lib.mapAttrs (_: b: b.jobImage) built;
+
           # `nix fmt`: nixfmt (RFC style) over the tree, through nixpkgs' treefmt starter, which
           # also works with Nix versions whose `nix fmt` passes no file arguments. The generated
           # modules/ and flavors/ are left as the generator writes them (`mlws generate --check`
@@ -195,5 +191,19 @@
       apps = output "apps";
       checks = output "checks";
       formatter = output "formatter";
+
+      # `mlws.lib.mkJobImage { system; flavor ? "minimal"; name; code; pythonPackages ? ps: [ ]; ... }`:
+      # an image that runs `code` as a job (EXECUTE_CODE); arguments in nix/job-image.nix.
+      lib.mkJobImage =
+        {
+          system,
+          flavor ? defaultFlavor,
+          ...
+        }@args:
+        let
+          jobImages = (bySystem.${system} or (throw "mlws.lib.mkJobImage: system ${builtins.toJSON system}: expected one of ${builtins.toJSON systems}")).jobImages;
+        in
+        (jobImages.${flavor} or (throw "mlws.lib.mkJobImage: flavor ${builtins.toJSON flavor}: expected one built for ${system}: ${builtins.toJSON (builtins.attrNames jobImages)}"))
+          (builtins.removeAttrs args [ "system" "flavor" ]);
     };
 }

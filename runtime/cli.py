@@ -23,16 +23,26 @@ def _tools_option(value: str | None) -> tuple[str, ...] | None:
 @click.option("--runtime-dir", type=click.Path(file_okay=False), help="Folder for generated configuration, sockets and logs (default ~/.mlws/run-<port>).")
 @click.option("--workspace-dir", type=click.Path(file_okay=False), help="Work folder (default $WORKSPACE_DIR, else /workspace if it exists, else ~/workspace).")
 @click.option("--user", help="User to run as when started as root (default $NB_USER). Required as root.")
-@click.option("--bind", default=lambda: os.environ.get("WORKSPACE_BIND", "0.0.0.0"), show_default="0.0.0.0 or $WORKSPACE_BIND",
+@click.option("--bind", default=lambda: os.environ.get("WORKSPACE_BIND") or None,
+              show_default="$WORKSPACE_BIND, else the address of $JUPYTERHUB_SERVICE_URL, else 0.0.0.0",
               help="Address the gateway listens on (internal services always use 127.0.0.1).")
 @click.option("--dry-run", is_flag=True, help="Write the runtime folder and print the URL, but start nothing.")
-def start(flavor, manifest_path, port, tools, runtime_dir, workspace_dir, user, bind, dry_run):
+@click.option("--requirements-only", is_flag=True, help="With EXECUTE_CODE: run the job's install steps and exit (env MLWS_JOB_MODE=requirements-only).")
+@click.option("--code-only", is_flag=True, help="With EXECUTE_CODE: skip the job's install steps (env MLWS_JOB_MODE=code-only).")
+def start(flavor, manifest_path, port, tools, runtime_dir, workspace_dir, user, bind, dry_run, requirements_only, code_only):
     """Start the workspace: gateway, login, Jupyter and the flavor's tools, supervised.
 
     Configuration comes from environment variables (WORKSPACE_PORT, WORKSPACE_BASE_URL,
     AUTHENTICATE_VIA_JUPYTER, WORKSPACE_AUTH_USER/PASSWORD, WORKSPACE_SSL_ENABLED, ...; see
     docs/runtime.md). Invalid values are all reported and nothing is started.
+
+    With EXECUTE_CODE set, the job runs instead of the workspace (as `mlws job EXECUTE_CODE`, from
+    the work folder) and this command exits with its exit code.
     """
+    if os.environ.get("EXECUTE_CODE", "").strip() or requirements_only or code_only:
+        from runtime.jobs import run_execute_code
+
+        sys.exit(run_execute_code(os.environ.get("EXECUTE_CODE", ""), workspace_dir, user, requirements_only, code_only))
     options = StartOptions(
         flavor=flavor,
         manifest=manifest_path,

@@ -549,7 +549,7 @@ class Runtime:
                 settings.get("auth_kind_header") or "X-Mlws-Auth": "token"}
 
     def supervisor_status(self) -> dict[str, tuple[str, int | None]]:
-        """program name -> (state, pid) from supervisorctl."""
+        """program name -> (state, pid) from supervisorctl (its `<group>:` prefix cut off)."""
         out = subprocess.run([os.path.join(BIN_DIR, "supervisorctl"), "-c",
                               os.path.join(self.runtime_dir, "supervisord.conf"), "status"],
                              capture_output=True, text=True, timeout=20).stdout
@@ -558,7 +558,7 @@ class Runtime:
             parts = line.split()
             if len(parts) >= 2:
                 match = re.search(r"pid (\d+)", line)
-                status[parts[0]] = (parts[1], int(match.group(1)) if match else None)
+                status[parts[0].rpartition(":")[2]] = (parts[1], int(match.group(1)) if match else None)
         return status
 
 

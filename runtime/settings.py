@@ -43,6 +43,9 @@ DEFAULT_CULL_SECONDS = 48 * 3600
 DEFAULT_SESSION_HOURS = 7 * 24
 
 
+DEFAULT_BACKUP_SCHEDULE = "0 * * * *"  # hourly, as the original
+
+
 class SettingsError(Exception):
     """Invalid environment: `problems` holds one human-readable line per bad variable."""
 
@@ -73,6 +76,13 @@ class Settings:
     hub_api_token: str | None
     warnings: tuple[str, ...] = ()
     session_hours: int = DEFAULT_SESSION_HOURS
+    backup_schedule: str | None = DEFAULT_BACKUP_SCHEDULE  # CONFIG_BACKUP_ENABLED: cron expression, None = off
+    hooks_strict: bool = False  # MLWS_HOOKS_STRICT: a failing start-up hook stops the workspace
+    max_workspace_gb: float | None = None  # MAX_WORKSPACE_FOLDER_SIZE
+    max_container_gb: float | None = None  # MAX_CONTAINER_SIZE
+    # JUPYTERHUB_SERVICE_URL's address: where the hub's spawner wants the gateway (None: not set).
+    hub_bind: str | None = None
+    shared_links_enabled: bool = True  # SHARED_LINKS_ENABLED: false refuses every share link (401)
 
 
 def normalise_base_url(raw: str) -> str:
@@ -101,6 +111,29 @@ def parse_port(name: str, raw: str, problems: list[str]) -> int:
         return int(text)
     problems.append(f"{name}={raw!r}: expected a port number 1-65535")
     return 0
+
+
+def parse_service_url(raw: str, problems: list[str]) -> tuple[str | None, int | None]:
+    """JUPYTERHUB_SERVICE_URL (set by every JupyterHub spawner, e.g. http://127.0.0.1:51234/user/x/):
+    the address and port the single-user server must listen on. Returns (None, None) when unset."""
+    text = raw.strip()
+    if not text:
+        return None, None
+    parsed = urllib.parse.urlsplit(text)
+    try:
+        port = parsed.port or 80
+    except ValueError:
+        port = 0
+    host = parsed.hostname if parsed.hostname is not None else ""
+    if parsed.scheme != "http":
+        problems.append(f"JUPYTERHUB_SERVICE_URL={raw!r}: expected an http:// URL (the hub's internal TLS, "
+                        "JupyterHub.internal_ssl, is not supported: the gateway serves plain HTTP to the hub's proxy)")
+    elif not 1 <= port <= 65535:
+        problems.append(f"JUPYTERHUB_SERVICE_URL={raw!r}: expected a port number 1-65535")
+    elif host and not all(ch in "0123456789abcdefABCDEF:." for ch in host):
+        problems.append(f"JUPYTERHUB_SERVICE_URL={raw!r}: expected an IP address as host (found {host!r})")
+    # An empty host means every interface (JupyterHub's own reading of it).
+    return (host or "0.0.0.0"), port
 
 
 def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
@@ -136,6 +169,38 @@ def auto_threads(cpu_count: int | None, cgroup_limit: float | None) -> int:
     return max(1, min(count, 32))
 
 
+def parse_backup_schedule(raw: str, problems: list[str]) -> str | None:
+    """CONFIG_BACKUP_ENABLED: on (default, hourly), off, or a cron expression for the schedule."""
+    from runtime import cron
+
+    text = raw.strip()
+    if not text or text.lower() in ("true", "on", "yes", "1"):
+        return DEFAULT_BACKUP_SCHEDULE
+    if text.lower() in ("false", "off", "no", "0"):
+        return None
+    try:
+        cron.parse(text)
+    except cron.CronError as error:
+        problems.append(f"CONFIG_BACKUP_ENABLED={raw!r}: expected true/false or a cron expression "
+                        f"such as \"0 * * * *\" ({error})")
+        return None
+    return text
+
+
+def parse_gigabytes(name: str, raw: str, problems: list[str]) -> float | None:
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value != value or value == float("inf"):
+        problems.append(f"{name}={raw!r}: expected a size in GB greater than 0, such as 50 or 2.5")
+        return None
+    return value
+
+
 def parse_settings(
     env: dict[str, str],
     *,
@@ -146,8 +211,11 @@ def parse_settings(
     problems: list[str] = []
     warnings: list[str] = []
 
+    hub_bind, hub_port = parse_service_url(env.get("JUPYTERHUB_SERVICE_URL", ""), problems)
     if port_override is not None:
         port = port_override
+    elif hub_port is not None:
+        port = hub_port  # the spawner chose it: it wins over the image's WORKSPACE_PORT
     else:
         port = parse_port("WORKSPACE_PORT", env.get("WORKSPACE_PORT", "8080"), problems)
 
@@ -261,6 +329,13 @@ def parse_settings(
         else:
             problems.append(f"WORKSPACE_SESSION_HOURS={session_raw!r}: expected a whole number of hours from 1 to 8784")
 
+    backup_schedule = parse_backup_schedule(env.get("CONFIG_BACKUP_ENABLED", ""), problems)
+    hooks_strict = parse_bool("MLWS_HOOKS_STRICT", env.get("MLWS_HOOKS_STRICT", "false"), problems)
+    max_workspace_gb = parse_gigabytes("MAX_WORKSPACE_FOLDER_SIZE", env.get("MAX_WORKSPACE_FOLDER_SIZE", ""), problems)
+    max_container_gb = parse_gigabytes("MAX_CONTAINER_SIZE", env.get("MAX_CONTAINER_SIZE", ""), problems)
+    shared_links_enabled = parse_bool("SHARED_LINKS_ENABLED", env.get("SHARED_LINKS_ENABLED", "").strip() or "true",
+                                      problems)
+
     if problems:
         raise SettingsError(problems)
     return Settings(
@@ -284,4 +359,10 @@ def parse_settings(
         hub_api_token=hub_api_token,
         warnings=tuple(warnings),
         session_hours=session_hours,
+        backup_schedule=backup_schedule,
+        hooks_strict=hooks_strict,
+        max_workspace_gb=max_workspace_gb,
+        max_container_gb=max_container_gb,
+        hub_bind=hub_bind,
+        shared_links_enabled=shared_links_enabled,
     )

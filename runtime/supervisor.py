@@ -65,4 +65,28 @@ def render_supervisor_conf(runtime_dir: str, python: str, programs: list[Program
             lines += ["stdout_logfile=/dev/fd/1", "stdout_logfile_maxbytes=0"]
         else:
             lines += [f"stdout_logfile={rt}/logs/{program.name}.log", "stdout_logfile_maxbytes=10MB", "stdout_logfile_backups=1"]
+    lines += group_sections(programs)
     return "\n".join(lines) + "\n"
+
+
+def group_name(priority: int) -> str:
+    return f"start-{int(priority)}"
+
+
+def group_sections(programs: list[Program]) -> list[str]:
+    """One supervisord group per priority, so programs that start together also stop together.
+
+    supervisord stops its groups one at a time, waiting for each to be down before the next, and a
+    program outside a `[group:…]` is a group of its own: with a dozen tools a stop took the sum of
+    their stop times (8-10 s; Docker's and JupyterHub's LocalProcessSpawner's patience is 10 s).
+    Within a group every process is sent its stop signal at once. The priority still orders
+    start-up (lower first) and stopping (higher first). Programs are then named
+    `start-<priority>:<program>` in supervisorctl.
+    """
+    by_priority: dict[int, list[str]] = {}
+    for program in programs:
+        by_priority.setdefault(int(program.priority), []).append(program.name)
+    lines: list[str] = []
+    for priority, names in sorted(by_priority.items()):
+        lines += ["", f"[group:{group_name(priority)}]", f"programs={','.join(names)}", f"priority={priority}"]
+    return lines

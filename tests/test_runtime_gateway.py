@@ -416,8 +416,18 @@ def test_tools_get_threads_proxy_umask_and_no_secrets(ws):
 # --- supervision ------------------------------------------------------------------------------
 
 def supervisorctl(workspace: Workspace, *args: str) -> str:
+    """supervisorctl with plain program names: each is translated to `<group>:<program>` (the
+    runtime puts the programs of one start priority into one group, runtime/supervisor.py)."""
+    conf = os.path.join(workspace.runtime_dir, "supervisord.conf")
+    groups = {}
+    group = None
+    for line in open(conf, encoding="utf-8"):
+        if line.startswith("[group:"):
+            group = line.strip()[len("[group:"):-1]
+        elif line.startswith("programs=") and group:
+            groups.update({name: f"{group}:{name}" for name in line.strip()[len("programs="):].split(",")})
     return subprocess.run(
-        [sys.executable, "-m", "supervisor.supervisorctl", "-c", os.path.join(workspace.runtime_dir, "supervisord.conf"), *args],
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", conf, *[groups.get(arg, arg) for arg in args]],
         capture_output=True, text=True, timeout=30,
     ).stdout
 

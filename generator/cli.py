@@ -134,9 +134,9 @@ def list_(root: Path | None) -> None:
     spec, flavors, _ = _build_or_exit(root, "fix them first.")
     click.echo(
         _table(
-            ["FLAVOR", "EXTENDS", "IMAGE", "TOOLS", "PYTHON", "SYSTEMS", "UNFREE"],
+            ["FLAVOR", "EXTENDS", "IMAGE", "TOOLS", "PYTHON", "SYSTEMS", "UNFREE LICENCES"],
             [
-                [f.name, f.extends or "-", f.image, str(len(f.tools)), str(len(tool_python(spec, f))), ",".join(f.systems), "yes" if f.unfree else "no"]
+                [f.name, f.extends or "-", f.image, str(len(f.tools)), str(len(tool_python(spec, f))), ",".join(f.systems), ", ".join(f.unfree_licenses) or "-"]
                 for f in flavors.values()
             ],
         )
@@ -162,8 +162,8 @@ def flavor_summary(spec: Spec, flavor: ResolvedFlavor) -> dict:
         "files": list(flavor.files),
         "image": flavor.image,
         "systems": list(flavor.systems),
-        "unfree": flavor.unfree,
-        "cuda": None if flavor.cuda is None else {"enable": flavor.cuda.enable, "capabilities": list(flavor.cuda.capabilities)},
+        "unfree_licenses": list(flavor.unfree_licenses),
+        "cuda": None if flavor.cuda is None else {"enable": flavor.cuda.enable, "capabilities": None if flavor.cuda.capabilities is None else list(flavor.cuda.capabilities)},
         "tools": list(flavor.tools),
         "python": list(flavor.python),
         "nixpkgs": list(flavor.nixpkgs),
@@ -196,7 +196,7 @@ def show(root: Path | None, flavor: str, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
     rows = []
-    for key in ("name", "description", "extends", "files", "image", "systems", "unfree", "cuda", "tools", "all_nixpkgs", "all_python", "r", "replaced", "env"):
+    for key in ("name", "description", "extends", "files", "image", "systems", "unfree_licenses", "cuda", "tools", "all_nixpkgs", "all_python", "r", "replaced", "env"):
         value = summary[key]
         if isinstance(value, list):
             value = " ".join(value) or "-"
@@ -214,11 +214,32 @@ def show(root: Path | None, flavor: str, as_json: bool) -> None:
 # when that module exists, so the generator CLI also works in a checkout without the runtime.
 try:
     from runtime.cli import start as _start
+    from runtime.jobs import job as _job
 except ModuleNotFoundError as missing:
-    if missing.name not in ("runtime", "runtime.cli"):
+    if missing.name not in ("runtime", "runtime.cli", "runtime.jobs"):
         raise
 else:
     main.add_command(_start, "start")
+
+# `mlws deploy ...` (deploy/cli.py): Helm values and a DockerSpawner config from the spec.
+try:
+    from deploy.cli import deploy_group as _deploy
+except ModuleNotFoundError as missing:
+    if missing.name not in ("deploy", "deploy.cli"):
+        raise
+else:
+    main.add_command(_deploy, "deploy")
+    main.add_command(_job, "job")
+
+# The release pipeline's `mlws image ...` (SBOM, diff, manifest, CI matrix, push) lives in pipeline/;
+# a checkout without that folder still gets the rest of the CLI.
+try:
+    from pipeline.cli import image as _image
+except ModuleNotFoundError as missing:
+    if missing.name != "pipeline":
+        raise
+else:
+    main.add_command(_image, "image")
 
 
 if __name__ == "__main__":

@@ -57,12 +57,16 @@ class GatewayIdentityProvider(IdentityProvider):
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 _settings = _load_settings()
 if _settings.get("mode") == "hub":
-    # Under JupyterHub the hub authenticates (OAuth, its own cookie): load JupyterHub's
-    # single-user server extension when it is installed (JupyterHub >= 2 ships it).
+    # Under JupyterHub the hub authenticates (OAuth, its own cookie): JupyterHub's single-user
+    # server extension (JupyterHub >= 2 ships it) must be in Jupyter's environment. Without it
+    # Jupyter could not log anyone in: stop with a message that says so (nothing is served).
     import importlib.util
 
-    if importlib.util.find_spec("jupyterhub") is not None:
-        c.ServerApp.jpserver_extensions.update({"jupyterhub": True})
+    if importlib.util.find_spec("jupyterhub") is None:
+        raise SystemExit(
+            "mlws: AUTHENTICATE_VIA_JUPYTER=true: JupyterHub's single-user extension is missing: install "
+            "the `jupyterhub` package into the Python environment Jupyter runs in (the image's python set)")
+    c.ServerApp.jpserver_extensions.update({"jupyterhub": True})
 else:
     c.ServerApp.identity_provider_class = GatewayIdentityProvider
     c.IdentityProvider.token = _settings["token"]

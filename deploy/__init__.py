@@ -1,0 +1,1 @@
+"""Deployment files generated from the spec: Zero to JupyterHub values and a DockerSpawner config."""

@@ -205,11 +205,18 @@ def config_problems(conf: str, manifest: dict) -> list[str]:
 
 def upgrade(port: int, path: str, token: str, timeout: float = 10.0) -> socket.socket:
     """A websocket upgrade to the gateway with the token; returns the open connection after its 101."""
+    return upgrade_with_head(port, path, token, timeout)[0]
+
+
+def upgrade_with_head(port: int, path: str, token: str, timeout: float = 10.0,
+                      extra_headers: str = "") -> tuple[socket.socket, bytes]:
+    """The same, with extra request header lines; returns the connection and the 101's head."""
     key = base64.b64encode(os.urandom(16)).decode()
     sock = socket.create_connection((h.LOOPBACK, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     request = (f"GET {path} HTTP/1.1\r\nHost: {h.LOOPBACK}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: token {token}\r\n\r\n")
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: token {token}\r\n"
+               f"{extra_headers}\r\n")
     sock.sendall(request.encode())
     head = b""
     while b"\r\n\r\n" not in head:
@@ -222,7 +229,7 @@ def upgrade(port: int, path: str, token: str, timeout: float = 10.0) -> socket.s
         raise AssertionError(f"websocket upgrade of {path} gave {head[:200]!r}")
     expected = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
     assert expected in head, head
-    return sock
+    return sock, head
 
 
 @pytest.fixture(scope="module")
@@ -278,6 +285,49 @@ def test_websockets_behind_the_gateway_never_meet_nagle(live):
             conn.close()
         h.http("DELETE", f"{rt.url}/api/kernels/{kernel}", headers)
         h.http("DELETE", f"{rt.url}/api/terminals/{terminal}", headers)
+
+
+def kernel_websocket_negotiation_problems(head: bytes) -> list[str]:
+    """What a kernel websocket's 101 (to a browser-like offer) must say: the v1 protocol chosen,
+    no permessage-deflate agreed."""
+    fields = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    problems = []
+    if fields.get("sec-websocket-protocol") != "v1.kernel.websocket.jupyter.org":
+        problems.append("kernel websocket: offered v1.kernel.websocket.jupyter.org, got protocol "
+                        f"{fields.get('sec-websocket-protocol') or '(none: legacy JSON, parsed per message)'}")
+    if "permessage-deflate" in fields.get("sec-websocket-extensions", ""):
+        problems.append(f"kernel websocket: compression agreed ({fields['sec-websocket-extensions']}): "
+                        "every message deflated and inflated on every hop")
+    return problems
+
+
+def test_kernel_websocket_through_the_gateway_speaks_v1_uncompressed(live):
+    """bench/latency's headline figures are the v1 kernel protocol (what JupyterLab 4 and Notebook
+    7 ask for: Jupyter Server relays its frames without parsing them) without websocket compression
+    (Jupyter's default `websocket_compression_options = None`). Both hold only while the gateway
+    passes the negotiation through and nothing in the runtime's Jupyter configuration changes
+    `kernel_ws_protocol` or turns compression on: offer both as a browser does, read the 101."""
+    rt, _ = live
+    headers = rt.auth_headers()
+    kernel = h.start_kernel(rt.url, headers)
+    try:
+        conn, head = upgrade_with_head(
+            rt.port, f"{rt.base_url}/api/kernels/{kernel}/channels?session_id=guard-v1", rt.token,
+            extra_headers="Sec-WebSocket-Protocol: v1.kernel.websocket.jupyter.org\r\n"
+                          "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n")
+        conn.close()
+        problems = kernel_websocket_negotiation_problems(head)
+        assert not problems, "\n".join(problems) + f"\n\n{head.decode('latin-1')}"
+    finally:
+        h.http("DELETE", f"{rt.url}/api/kernels/{kernel}", headers)
+    # Negative control: the check notices a legacy or compressed answer.
+    assert kernel_websocket_negotiation_problems(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket")
+    assert kernel_websocket_negotiation_problems(
+        b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Protocol: v1.kernel.websocket.jupyter.org\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate")
 
 
 def test_the_live_check_flags_nagle_and_tcp_backends():

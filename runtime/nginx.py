@@ -16,6 +16,8 @@ GATEWAY_HEADER = "X-Mlws-Gateway"
 # How the gateway authenticated a request to Jupyter: "token" (API client) or "session" (browser).
 AUTH_KIND_HEADER = "X-Mlws-Auth"
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@=-]*$")
+# Where nginx serves a file of a share link from (runtime/shares.py FILES_LOCATION).
+FILES_LOCATION = "/_mlws/shared-files"
 
 
 class ConfigValueError(ValueError):
@@ -105,6 +107,16 @@ class GatewayConfig:
     login_socket: str  # unix socket of the login service (login, logout, sessions, port owners)
     health_tool: str
     upstreams: tuple[Upstream, ...]
+    # SSH through the public port (runtime/steps/52_ssh.py): HAProxy holds the public port and
+    # nginx listens on this unix socket instead, behind a PROXY protocol header that carries the
+    # client's address ("": nginx holds the public port itself).
+    internal_socket: str = ""
+    # The SSH setup service's unix socket (runtime/ssh_setup.py); "": no SSH routes.
+    ssh_setup_socket: str = ""
+    # The share-link service's unix socket (runtime/shares.py); "": no share routes.
+    shares_socket: str = ""
+    # SHARED_LINKS_ENABLED: False refuses every B/shared/link/ and B/shared/tools/ route (401).
+    shares_enabled: bool = True
 
 
 # Response headers of every page the gateway proxies. Tools may frame only the workspace itself,
@@ -129,7 +141,9 @@ SECURITY_HEADERS = (
 # opaque origin, never as the workspace.
 SANDBOX_HEADER = 'add_header Content-Security-Policy "sandbox" always;'
 # Cookies of the workspace itself, removed before a request goes to an arbitrary port.
-WORKSPACE_COOKIE = r"(?:mlws_session_[0-9]+|jupyterhub-[A-Za-z0-9_.-]*)"
+# JupyterHub's names may carry the `__Host-` prefix (JupyterHub.cookie_host_prefix_enabled).
+# Share-link cookies (mlws_share_...) are the workspace's too: a shared port's backend never sees them.
+WORKSPACE_COOKIE = r"(?:mlws_session_[0-9]+|mlws_share_[a-z0-9_]+|(?:__Host-)?jupyterhub-[A-Za-z0-9_.-]*)"
 
 def _proxy_headers(gateway_secret: str | None, auth_kind: bool = False) -> list[str]:
     lines = [
@@ -373,6 +387,14 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
     for up in cfg.upstreams:
         http += [f"upstream mlws_tool_{up.name.replace('-', '_')} {{", f"    server {up.server};", "    keepalive 32;", "}"]
     http += ["upstream mlws_login {", f"    server unix:{login_socket};", "    keepalive 4;", "}"]
+    if cfg.shares_socket:
+        http += _share_http(cfg, segments_re)
+    if cfg.ssh_setup_socket:
+        http += ["upstream mlws_ssh_setup {", f"    server unix:{safe_path(cfg.ssh_setup_socket, 'SSH setup socket')};",
+                 "}",
+                 # The SSH setup links work without a login (their one-time token is the credential):
+                 # limited per client address.
+                 "limit_req_zone $binary_remote_addr zone=mlws_ssh:1m rate=2r/s;"]
 
     def upstream_name(name: str) -> str:
         return "mlws_tool_" + name.replace("-", "_")
@@ -395,9 +417,17 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
     headers = list(SECURITY_HEADERS)
 
     server: list[str] = []
+    # Behind the SSH multiplexer nginx listens on a socket of its 0700 folder; HAProxy forwards
+    # everything that is not SSH there, TLS or not (TLS still ends here), after a PROXY protocol
+    # header, which the realip module turns back into $remote_addr: rate limits and logs keep
+    # the client's address.
+    listen_at = f"{listen}:{cfg.port}"
+    if cfg.internal_socket:
+        listen_at = f"unix:{safe_path(cfg.internal_socket, 'gateway socket')} proxy_protocol"
+        server += ["set_real_ip_from unix:;", "real_ip_header proxy_protocol;"]
     if tls:
         server += [
-            f"listen {listen}:{cfg.port} ssl;",
+            f"listen {listen_at} ssl;",
             f"ssl_certificate {safe_path(cfg.ssl_cert, 'certificate')};",
             f"ssl_certificate_key {safe_path(cfg.ssl_key or '', 'certificate key')};",
             "ssl_protocols TLSv1.2 TLSv1.3;",
@@ -406,7 +436,7 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
             "error_page 497 =301 https://$http_host$request_uri;",
         ]
     else:
-        server += [f"listen {listen}:{cfg.port};"]
+        server += [f"listen {listen_at};"]
     if cfg.htpasswd_file:
         server += ['auth_basic "mlws workspace";', f"auth_basic_user_file {safe_path(cfg.htpasswd_file, 'htpasswd file')};"]
 
@@ -534,6 +564,12 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
         # Not logged in to the hub: Jupyter's own page under the base URL starts the hub's OAuth login.
         server += location("@mlws_hub_login", [f"return 302 {base}/;"])
 
+    if cfg.shares_socket:
+        server += _share_locations(cfg, [*gate, *error_pages], verdict[0], [*ungated_basic, *headers], location)
+    if cfg.ssh_setup_socket:
+        server += _ssh_locations(base, [*gate, *error_pages], verdict[0], [*ungated_basic, *headers], location,
+                                 cfg.shares_enabled)
+
     # Named tools.
     for up in cfg.upstreams:
         if up.prefix == "/":
@@ -627,6 +663,123 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
     ]
     lines += ["}", ""]
     return "\n".join(lines)
+
+
+def _ssh_locations(base: str, gated: list[str], refuse_foreign: str, ungated: list[str], location,
+                   shares_enabled: bool) -> list[str]:
+    """The SSH setup service (runtime/ssh_setup.py): the setup command behind the login like every
+    tool; the setup script, the key enrolment and the host key without one, rate-limited (the
+    one-time token in the script's URL is the credential, so the full query is passed on). The
+    script's link is a shared link, as in the original: SHARED_LINKS_ENABLED=false refuses it (401)."""
+    proxy = [
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        f"proxy_set_header {GATEWAY_HEADER} \"\";",
+        "error_page 502 504 =503 @mlws_starting;",
+        "proxy_pass http://mlws_ssh_setup$mlws_raw_path$is_args$args;",
+    ]
+    limited = ["limit_req zone=mlws_ssh burst=10 nodelay;", "error_page 429 @mlws_too_many;"]
+    result = location("= " + uri_path(f"{base}/tooling/ssh/setup-command"), [*gated, *SECURITY_HEADERS, *proxy])
+    off = ["default_type text/plain;",
+           'return 401 "shared links are off in this workspace (SHARED_LINKS_ENABLED=false)\\n";']
+    for path in (f"{base}/shared/ssh/setup", f"{base}/shared/ssh/enrol"):
+        result += location("= " + uri_path(path), [refuse_foreign, *ungated, *limited, *(proxy if shares_enabled else off)])
+    for path in dict.fromkeys(["/publickey", f"{base}/publickey"]):
+        result += location("= " + uri_path(path), [*ungated, *limited, *proxy])
+    return result
+
+
+def _share_http(cfg: GatewayConfig, segments_re: str) -> list[str]:
+    """The share-link service's upstream, and the per-request values of shared-port requests."""
+    return [
+        "upstream mlws_shares {", f"    server unix:{safe_path(cfg.shares_socket, 'share-link service socket')};",
+        "    keepalive 8;", "}",
+        "# The raw rest of a B/shared/tools/<port>/ path, as the client sent it.",
+        "map $request_uri $mlws_share_rest {",
+        f"    {nginx_string('~^' + segments_re + '/shared/tools/[^/?]+(?<rest>/[^?]*)')} $rest;",
+        "    default /;",
+        "}",
+        "# A browser's navigation with ?token= to a shared port goes to the share service, which",
+        "# moves the token into a cookie; other clients' ?token= is checked as it is.",
+        'map "$arg_token|$mlws_is_upgrade|$http_sec_fetch_mode|$http_accept" $mlws_share_token_login {',
+        '    "~^[^|]+\\|0\\|navigate\\|" 1;',
+        '    "~^[^|]+\\|0\\|\\|.*text/html" 1;',
+        "    default 0;",
+        "}",
+    ]
+
+
+def _share_locations(cfg: GatewayConfig, gated: list[str], refuse_foreign: str, ungated: list[str],
+                     location) -> list[str]:
+    """Share links (runtime/shares.py). The API behind the login; the shared routes without one,
+    the link's token being the credential (checked by the share service on every request). A
+    shared file is sent by nginx itself from an internal location (X-Accel-Redirect of the share
+    service, after its checks), with sendfile and ranges. Under SHARED_LINKS_ENABLED=false every
+    shared route answers 401."""
+    base = cfg.base_url
+    proxy = [
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        f"proxy_set_header {GATEWAY_HEADER} \"\";",
+        'proxy_set_header X-Mlws-Share-Token "";',
+        "error_page 502 504 =503 @mlws_starting;",
+        "proxy_pass http://mlws_shares$mlws_raw_path$is_args$args;",
+    ]
+    # Shared files are any document of the user's: never one of the workspace's origin (opaque
+    # origin, no scripts). A shared port is the workspace user's own server, as under /tools/<port>/.
+    shared_headers = [line for line in ungated if "frame-ancestors" not in line]
+    shared_headers.append('add_header Content-Security-Policy "sandbox allow-downloads" always;')
+    off = ['default_type text/plain;', 'return 401 "share links are off in this workspace (SHARED_LINKS_ENABLED=false)\\n";']
+    result = location("^~ " + uri_path(f"{base}/tooling/shares"), [*gated, *SECURITY_HEADERS, *proxy])
+    link_body = [refuse_foreign, *shared_headers, *proxy] if cfg.shares_enabled else [*ungated, *off]
+    result += location("^~ " + uri_path(f"{base}/shared/link/"), link_body)
+    result += location("^~ " + uri_path(FILES_LOCATION + "/"), [
+        "internal;", "alias /;",
+        # The share service resolved every symlink; one appearing since is refused.
+        "disable_symlinks on;",
+        "sendfile on;", "tcp_nopush on;",
+        *shared_headers,
+        'add_header Cache-Control "private, no-cache" always;',
+    ])
+    port_re = f"^{regex_literal(urllib.parse.unquote(base))}/shared/tools/(?<mlws_port>[1-9][0-9]{{0,4}})(?<mlws_after>/.*)?$"
+    if not cfg.shares_enabled:
+        return result + location(f"~ {nginx_string(port_re)}", [*ungated, *off])
+    result += location(f"~ {nginx_string(port_re)}", [
+        refuse_foreign,
+        f'if ($mlws_port = {cfg.port}) {{ return 403 "the gateway port cannot be shared\\n"; }}',
+        f'if ($mlws_after = "") {{ return 302 {base}/shared/tools/$mlws_port/$is_args$args; }}',
+        "set $mlws_share_token $arg_token;",
+        "error_page 418 = @mlws_share_login;",
+        "if ($mlws_share_token_login) { return 418; }",
+        "auth_request /_mlws/share-check;",
+        "error_page 401 = @mlws_share_refused;",
+        "error_page 403 = @mlws_port_refused;",
+        "error_page 502 504 =503 @mlws_starting;",
+        *ungated,
+        *_proxy_headers(None),
+        "proxy_set_header Cookie $mlws_port_cookie3;",
+        'proxy_set_header Authorization "";',
+        "proxy_pass http://$mlws_port_target$mlws_share_rest$mlws_query;",
+    ])
+    result += location("@mlws_share_login", [*ungated, *proxy])
+    result += location("@mlws_share_refused", [
+        "default_type text/plain;", *ungated,
+        'return 401 "this share link is not valid: it was revoked, has expired, or is not a link of this workspace\\n";'])
+    result += location("= /_mlws/share-check", [
+        "internal;",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_set_header X-Mlws-Share-Token $mlws_share_token;",
+        f"proxy_set_header {GATEWAY_HEADER} \"\";",
+        'proxy_set_header Content-Length "";',
+        "proxy_pass_request_body off;",
+        "proxy_pass http://mlws_shares/_check/port/$mlws_port;",
+    ])
+    return result
 
 
 def _sub_locations(up: Upstream, prefix: str, body: list[str], location) -> tuple[list[str], list[str]]:

@@ -224,7 +224,7 @@ def test_sshd_answers_on_loopback_with_its_generated_host_key(ws):
     with socket.create_connection(("127.0.0.1", 2222), timeout=5) as sock:
         banner = sock.recv(256)
     assert banner.startswith(b"SSH-2.0-OpenSSH"), banner
-    key = os.path.join(ws.runtime_dir, "tools", "ssh", "ssh_host_ed25519_key.pub")
+    key = os.path.join(ws.workspace_dir, ".workspace", "ssh", "ssh_host_ed25519_key.pub")
     with open(key, encoding="utf-8") as handle:
         assert handle.read().startswith("ssh-ed25519 ")
 
@@ -238,7 +238,7 @@ def test_ssh_key_login_and_sftp_checked_against_the_generated_host_key(ws, tmp_p
     before = open(authorized, encoding="utf-8").read() if had_file else None
     client_key = str(tmp_path / "client_key")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", client_key], check=True)
-    with open(os.path.join(ws.runtime_dir, "tools", "ssh", "ssh_host_ed25519_key.pub"), encoding="utf-8") as handle:
+    with open(os.path.join(ws.workspace_dir, ".workspace", "ssh", "ssh_host_ed25519_key.pub"), encoding="utf-8") as handle:
         host_key = " ".join(handle.read().split()[:2])
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:2222 {host_key}\n", encoding="utf-8")

@@ -28,7 +28,6 @@ def find_reference_tsv() -> Path:
     candidates = [
         Path(os.environ["MLWS_REFERENCE_DIR"]) if os.environ.get("MLWS_REFERENCE_DIR") else None,
         REPO.parent / "shared" / "reference",
-        Path("/work/shared/reference"),
     ]
     for folder in candidates:
         if folder is not None and (folder / "nixpkgs-python-libs.tsv").is_file():

@@ -476,7 +476,7 @@ let
   };
 
   # Argument names of pkgs/build-support/docker/default.nix streamLayeredImage, as
-  # /work/shared/reference/nixpkgs-facts.md lists them for 26.05; buildLayeredImage adds
+  # ../shared/reference/nixpkgs-facts.md lists them for 26.05; buildLayeredImage adds
   # `compressor`. (Newer arguments seen only in secondary sources, such as layeringPipeline, are
   # left out until confirmed in nixpkgs' source.)
   streamLayeredImageArgs = [

@@ -239,7 +239,7 @@ document.getElementById("share-form").onsubmit = event => {{
       showShares();
     }});
 }};
-// The file browser's "Share…" (runtime/labextension/mlws-share) opens this page with ?share=PATH.
+// The file browser's "Share…" (runtime/labextension/mlws-workspace) opens this page with ?share=PATH.
 const wanted = new URLSearchParams(location.search).get("share");
 if (wanted) document.getElementById("share-form").target.value = wanted;
 // Access Port's "Share link…": the same form, for the port typed above.

@@ -149,7 +149,23 @@ def test_open_tool_menu_in_jupyterlab_and_notebook7(ws, app):
                 time.sleep(0.25)
         print(f"{app}: Open Tool menu: {labels}")
         assert labels[:2] == ["Docs", "Files"]
-        assert any(label.startswith("Ghost (unavailable:") for label in labels)
+        # The unavailable tool is greyed out: its item is disabled (Lumino's lm-mod-disabled, from
+        # the extension's never-enabled command), says why, and clicking it opens nothing.
+        ghost = browser.evaluate("[...document.querySelectorAll('.lm-Menu-item')].filter(e => e.textContent.trim()"
+                                 ".startsWith('Ghost (unavailable:')).map(e => ({disabled: e.classList.contains('lm-mod-disabled'),"
+                                 " aria: e.getAttribute('aria-disabled'), title: e.title || e.getAttribute('title') || '',"
+                                 " label: e.textContent.trim()}))")
+        print(f"{app}: ghost entry: {ghost}")
+        assert len(ghost) == 1 and ghost[0]["disabled"] is True and ghost[0]["aria"] == "true", ghost
+        assert "not installed" in ghost[0]["label"]
+        # Available tools are enabled.
+        enabled = browser.evaluate("[...document.querySelectorAll('.lm-Menu-item')].filter(e => e.textContent.trim() === 'Files')"
+                                   ".map(e => e.classList.contains('lm-mod-disabled'))")
+        assert enabled == [False], enabled
+        before_ghost = set(pages(browser))
+        click(browser, "[...document.querySelectorAll('.lm-Menu-item')].find(e => e.textContent.trim().startsWith('Ghost (unavailable:'))")
+        time.sleep(1)
+        assert set(pages(browser)) == before_ghost
         assert {"Access Port…", "SSH…", "Workspace Home"} <= set(labels)
         before = set(pages(browser))
         click(browser, menu_item("Files", ".lm-Menu-itemLabel"))

@@ -6,8 +6,9 @@ npm dependencies to build with Nix): both apps read settings overrides from
 `<JUPYTER_CONFIG_PATH>/labconfig/default_setting_overrides.json` (jupyterlab_server's
 settings_utils), and the main-menu plugin's `menus` setting adds a menu whose items run the
 built-in `help:open` command with `newBrowserTab` (it opens any http(s) URL in a new tab). That
-command cannot be disabled per item, so an unavailable tool is listed with its reason and opens
-the home page, which greys it out.
+command cannot be disabled per item, so an unavailable tool is listed with
+`mlws:unavailable-tool`, a never-enabled command of the workspace's hand-written extension
+(runtime/labextension/mlws-workspace/): greyed out, with the reason in its label.
 """
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ def lab_overrides(entries: list[dict], base_url: str) -> dict:
         if entry["available"] and entry["url_path"]:
             item = _open(entry["url_path"], entry["name"])
         else:
-            item = _open(f"{home}#tools", f"{entry['name']} (unavailable: {entry.get('reason', 'not installed')})")
+            reason = entry.get("reason", "not installed")
+            item = {"command": "mlws:unavailable-tool",
+                    "args": {"text": f"{entry['name']} (unavailable: {reason})", "reason": reason}}
         item["rank"] = rank
         items.append(item)
     rank = len(items)

@@ -1,4 +1,4 @@
-// mlws-share: a prebuilt JupyterLab / Notebook 7 extension written by hand, without npm.
+// mlws-workspace: a prebuilt JupyterLab / Notebook 7 extension written by hand, without npm.
 //
 // Why by hand: an extension built with npm and webpack needs, to build in the image with Nix, a
 // fixed-output hash of its npm dependencies that nobody can compute or check on the machines
@@ -8,10 +8,15 @@
 // index.out.js: `createModule` and `getPlugins`), and it imports no shared package: it uses
 // only the application object its plugin is activated with.
 //
-// What it adds: a "Share…" item in the file browser's context menu. It opens the workspace home
-// page's share form (B/tooling/home#share) for the item that was right-clicked, in a new tab;
-// the form creates the link (runtime/shares.py). Everything else of the menu (the Open Tool
-// menu) is declarative: settings overrides written by runtime/steps/75_tool_menu.py.
+// What it adds:
+// - a "Share…" item in the file browser's context menu. It opens the workspace home page's share
+//   form (B/tooling/home#share) for the item that was right-clicked, in a new tab; the form
+//   creates the link (runtime/shares.py).
+// - the command `mlws:unavailable-tool`, which is never enabled: the Open Tool menu lists an
+//   unavailable tool with it, so the entry is greyed out with its reason as the label's tail (and
+//   as the caption, which the command palette shows). The menu itself stays declarative: settings overrides written by
+//   runtime/steps/75_tool_menu.py, whose available entries run the built-in `help:open`, so they
+//   work even where this file is not loaded.
 (function () {
   "use strict";
 
@@ -62,7 +67,7 @@
   }
 
   const plugin = {
-    id: "mlws-share:context-menu",
+    id: "mlws-workspace:share-context-menu",
     description: "Share the selected file or folder with a workspace share link",
     autoStart: true,
     requires: [],
@@ -81,11 +86,27 @@
     },
   };
 
+  const unavailableTool = {
+    id: "mlws-workspace:unavailable-tool",
+    description: "A never-enabled command for the Open Tool menu's unavailable tools",
+    autoStart: true,
+    requires: [],
+    activate(app) {
+      // args: {text, reason}, written by runtime/steps/75_tool_menu.py.
+      app.commands.addCommand("mlws:unavailable-tool", {
+        label: args => args.text || "unavailable tool",
+        caption: args => args.reason ? "Unavailable: " + args.reason : "Unavailable in this workspace",
+        isEnabled: () => false,
+        execute: () => undefined,
+      });
+    },
+  };
+
   window._JUPYTERLAB = window._JUPYTERLAB || {};
-  window._JUPYTERLAB["mlws-share"] = {
+  window._JUPYTERLAB["mlws-workspace"] = {
     init: () => Promise.resolve(),
     get: module => module === "./extension"
-      ? Promise.resolve(() => ({ __esModule: true, default: [plugin] }))
-      : Promise.reject(new Error("mlws-share has no module " + module)),
+      ? Promise.resolve(() => ({ __esModule: true, default: [plugin, unavailableTool] }))
+      : Promise.reject(new Error("mlws-workspace has no module " + module)),
   };
 })();

@@ -39,12 +39,12 @@ import json
 import os
 import secrets
 import signal
-import socketserver
 import sys
 import threading
 import time
 import urllib.parse
 
+from runtime import unix_http
 from runtime.unix_http import UnixHTTPConnection
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -515,12 +515,6 @@ class LoginHandler(http.server.BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other
 
 
-class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    # socketserver's default backlog is 5; a full unix socket backlog refuses at once (EAGAIN).
-    request_queue_size = 1024
-
-
 def prune_forever(sessions: Sessions) -> None:
     while True:
         time.sleep(PRUNE_INTERVAL)
@@ -535,17 +529,7 @@ def main(argv: list[str]) -> int:
     LoginHandler.settings = settings
     LoginHandler.sessions = Sessions(settings)
     threading.Thread(target=prune_forever, args=(LoginHandler.sessions,), daemon=True).start()
-    path = settings["socket"]
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    old_umask = os.umask(0o177)  # the socket is born 0600: only the workspace user connects
-    try:
-        server = Server(path, LoginHandler)
-    finally:
-        os.umask(old_umask)
-    server.serve_forever()
+    unix_http.serve_forever(settings["socket"], LoginHandler)
     return 0
 
 

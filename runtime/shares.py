@@ -44,12 +44,13 @@ import mimetypes
 import os
 import re
 import secrets
-import socketserver
 import sys
 import threading
 import time
 import urllib.parse
 import zipfile
+
+from runtime import unix_http
 
 KEY_FILE = "key"
 STORE_FILE = "links.json"
@@ -594,11 +595,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send(404, b"not found\n")
 
 
-class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    request_queue_size = 256
-
-
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m runtime.shares <settings.json>", file=sys.stderr)
@@ -608,13 +604,7 @@ def main(argv: list[str]) -> int:
     Handler.settings = settings
     Handler.key = load_key(settings["shares_dir"])
     Handler.store = LinkStore(os.path.join(settings["shares_dir"], STORE_FILE))
-    try:
-        os.unlink(settings["socket"])
-    except FileNotFoundError:
-        pass
-    server = UnixServer(settings["socket"], Handler)
-    os.chmod(settings["socket"], 0o600)
-    server.serve_forever()
+    unix_http.serve_forever(settings["socket"], Handler)
     return 0
 
 

@@ -29,12 +29,13 @@ import os
 import re
 import secrets
 import shlex
-import socketserver
 import struct
 import sys
 import threading
 import time
 import urllib.parse
+
+from runtime import unix_http
 
 MAX_BODY = 16 * 1024
 HOST_NAME = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
@@ -347,11 +348,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
                    "text/x-shellscript; charset=utf-8")
 
 
-class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m runtime.ssh_setup SETTINGS.json", file=sys.stderr)
@@ -360,17 +356,7 @@ def main(argv: list[str]) -> int:
         settings = json.load(handle)
     Handler.settings = settings
     Handler.tokens = Tokens(int(settings["token_seconds"]))
-    path = settings["socket"]
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    old_umask = os.umask(0o177)  # the socket is born 0600: only the workspace user (nginx) connects
-    try:
-        server = Server(path, Handler)
-    finally:
-        os.umask(old_umask)
-    server.serve_forever()
+    unix_http.serve_forever(settings["socket"], Handler)
     return 0
 
 

@@ -24,10 +24,11 @@ import html
 import http.server
 import json
 import os
-import socketserver
 import sys
 import threading
 import time
+
+from runtime import unix_http
 
 MEASURE_EVERY = 300.0
 GB = 1000 ** 3
@@ -302,11 +303,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
 
-class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    request_queue_size = 256
-
-
 def main(argv: list[str]) -> int:
     with open(argv[0], encoding="utf-8") as handle:
         settings = json.load(handle)
@@ -314,13 +310,7 @@ def main(argv: list[str]) -> int:
     Handler.storage = Storage(settings["workspace_dir"], settings.get("container_root", "/"),
                               {"workspace": settings.get("max_workspace_gb"), "container": settings.get("max_container_gb")})
     Handler.storage.refresh()
-    try:
-        os.unlink(settings["socket"])
-    except FileNotFoundError:
-        pass
-    server = UnixServer(settings["socket"], Handler)
-    os.chmod(settings["socket"], 0o600)
-    server.serve_forever()
+    unix_http.serve_forever(settings["socket"], Handler)
     return 0
 
 

@@ -377,3 +377,41 @@ def test_rendered_gateway_config_keeps_every_websocket_off_nagle():
     # Negative control: the same check on the configuration with Nagle turned back on.
     broken = re.sub(r"tcp_nodelay\s+on;", "tcp_nodelay off;", conf)
     assert config_problems(broken, manifest), "the check did not notice `tcp_nodelay off`"
+
+
+# A real ServerApp initialised (not started) with the runtime's Jupyter configuration, as
+# `mlws start` runs it: does its logger build a record for every debug call on the message path?
+SERVER_LOGGING = """
+import logging, sys
+from jupyter_server.serverapp import ServerApp
+app = ServerApp()
+app.initialize(["--no-browser", "--ServerApp.port=0", "--ServerApp.root_dir=" + sys.argv[1], "--config=" + sys.argv[2],
+                *sys.argv[3:]])
+print("server-debug", app.log.isEnabledFor(logging.DEBUG), "kernels-debug",
+      app.kernel_manager.log.isEnabledFor(logging.DEBUG), "info", app.log.isEnabledFor(logging.INFO))
+"""
+
+
+def server_logging(tmp_path, *argv: str) -> str:
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"gateway_header": "X-Mlws-Gateway", "gateway_secret": "a" * 64, "token": "t" * 32,
+                                    "auth_kind_header": "X-Mlws-Auth", "user_name": "ann", "mode": "token"}))
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "MLWS_JUPYTER_SETTINGS": str(settings), "HOME": str(home),
+           "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    done = subprocess.run([sys.executable, "-c", SERVER_LOGGING, str(tmp_path),
+                           os.path.join(REPO, "runtime", "jupyter_config.py"), *argv],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_jupyter_builds_no_debug_records_unless_asked(tmp_path):
+    """traitlets leaves an app's logger at DEBUG and filters in the handler: every debug call of
+    the kernel activity watcher and the websocket relay then built a LogRecord (os.getpid
+    included) per message. The runtime's configuration gives the logger the handler's level."""
+    assert server_logging(tmp_path) == "server-debug False kernels-debug False info True"
+    # Asked for on the command line (NOTEBOOK_ARGS), debug output still works.
+    for argv in (["--debug"], ["--log-level=DEBUG"], ["--ServerApp.log_level", "10"]):
+        assert server_logging(tmp_path, *argv) == "server-debug True kernels-debug True info True", argv

@@ -119,6 +119,20 @@ class Proc:
             return handle.read()
 
 
+def tool_bin() -> str | None:
+    """The folder of tool programs scripts/install-tools made (code-server, ungit, noVNC, ...), if any."""
+    out = subprocess.run([os.path.join(ROOT, "scripts", "install-tools"), "--print-bin"], capture_output=True,
+                         text=True, check=False)
+    folder = out.stdout.strip()
+    return folder if out.returncode == 0 and os.path.isdir(folder) else None
+
+
+def runtime_path_with_tools() -> dict[str, str] | None:
+    """extra_env for start_runtime with the installed tool programs on PATH (None: none installed)."""
+    folder = tool_bin()
+    return {"PATH": os.pathsep.join([folder, runtime_env(None)["PATH"]])} if folder else None
+
+
 def server_env(home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {
         "PATH": os.pathsep.join([BIN_DIR, os.environ.get("PATH", "/usr/bin:/bin"), "/usr/sbin", "/sbin"]),

@@ -130,6 +130,16 @@ def pages(browser: Chromium) -> list[str]:
             if page.get("type") == "page"]
 
 
+def new_tabs(browser: Chromium, before: set, part: str, timeout: float = 30) -> list[str]:
+    """The pages opened since `before` whose URL contains `part` (waits until one appears)."""
+    deadline = time.monotonic() + timeout
+    opened = []
+    while time.monotonic() < deadline and not opened:
+        opened = [url for url in pages(browser) if url not in before and part in url]
+        time.sleep(0.25)
+    return opened
+
+
 @pytest.mark.parametrize("app", ["lab", "tree"])
 def test_open_tool_menu_in_jupyterlab_and_notebook7(ws, app):
     browser = Chromium()
@@ -169,11 +179,7 @@ def test_open_tool_menu_in_jupyterlab_and_notebook7(ws, app):
         assert {"Access Port…", "SSH…", "Workspace Home"} <= set(labels)
         before = set(pages(browser))
         click(browser, menu_item("Files", ".lm-Menu-itemLabel"))
-        deadline = time.monotonic() + 30
-        opened = []
-        while time.monotonic() < deadline and not opened:
-            opened = [url for url in pages(browser) if url not in before and "/tools/files/" in url]
-            time.sleep(0.25)
+        opened = new_tabs(browser, before, "/tools/files/")
         # A new tab with the tool behind the gateway, under the base URL, logged in by the cookie.
         assert opened == [ws.url(f"{BASE}/tools/files/")], pages(browser)
     finally:
@@ -212,11 +218,7 @@ def test_share_from_the_file_browsers_context_menu(ws, app):
         assert "Share…" in labels, labels
         before = set(pages(browser))
         click(browser, menu_item("Share…", ".lm-Menu-itemLabel"))
-        deadline = time.monotonic() + 30
-        opened = []
-        while time.monotonic() < deadline and not opened:
-            opened = [url for url in pages(browser) if url not in before and "/tooling/home" in url]
-            time.sleep(0.25)
+        opened = new_tabs(browser, before, "/tooling/home")
         assert opened == [ws.url(f"{BASE}/tooling/home?share=tutorials#share")], pages(browser)
     finally:
         browser.close()

@@ -144,6 +144,11 @@ SANDBOX_HEADER = 'add_header Content-Security-Policy "sandbox" always;'
 # JupyterHub's names may carry the `__Host-` prefix (JupyterHub.cookie_host_prefix_enabled).
 # Share-link cookies (mlws_share_...) are the workspace's too: a shared port's backend never sees them.
 WORKSPACE_COOKIE = r"(?:mlws_session_[0-9]+|mlws_share_[a-z0-9_]+|(?:__Host-)?jupyterhub-[A-Za-z0-9_.-]*)"
+# How many of them one request may carry to an arbitrary port (a browser has one session cookie,
+# a share cookie per shared path it was given, and under a hub up to three of the hub's).
+PORT_COOKIE_STAGES = 8
+PORT_COOKIES_REFUSED = ('if ($mlws_port_cookie_left) { return 400 "too many of the workspace\'s own cookies '
+                        'on one request to a port: remove some (they are never passed to the port)\\n"; }')
 
 def _proxy_headers(gateway_secret: str | None, auth_kind: bool = False) -> list[str]:
     lines = [
@@ -277,10 +282,12 @@ def _http_maps(cfg: GatewayConfig, segments_re: str) -> list[str]:
         f"    {nginx_string('~^' + segments_re + '/tools/[^/?]+(?<rest>/[^?]*)')} $rest;",
         "    default /;",
         "}",
-        "# Requests to arbitrary ports lose the workspace's own cookies (up to three of them).",
+        "# Requests to arbitrary ports lose the workspace's own cookies: one map removes one, so",
+        f"# {PORT_COOKIE_STAGES} in a row remove up to {PORT_COOKIE_STAGES}, and a request that still has one after",
+        "# them is refused ($mlws_port_cookie_left), never forwarded with it.",
     ]
     previous = "$http_cookie"
-    for stage in (1, 2, 3):
+    for stage in range(1, PORT_COOKIE_STAGES + 1):
         pattern = nginx_string(f"~^(?<mlws_c{stage}a>.*?)(?:^|;\\s*){WORKSPACE_COOKIE}=[^;]*(?<mlws_c{stage}b>.*)$")
         lines += [
             f"map {previous} $mlws_port_cookie{stage} {{",
@@ -289,6 +296,10 @@ def _http_maps(cfg: GatewayConfig, segments_re: str) -> list[str]:
             "}",
         ]
         previous = f"$mlws_port_cookie{stage}"
+    left = nginx_string(f"~(?:^|;\\s*){WORKSPACE_COOKIE}=")
+    lines += [f"map {previous} $mlws_port_cookie_left {{ {left} 1; default 0; }}",
+              # Removing the first cookie leaves the separator that followed it.
+              f'map {previous} $mlws_port_cookies {{ "~^;\\s*(?<mlws_cr>.*)$" $mlws_cr; default {previous}; }}']
     lines += [
         "# A tool's own page sent without a type (route.untyped_html): labelled HTML (add_header",
         "# adds nothing for an empty value, so a typed answer keeps its type).",
@@ -605,10 +616,11 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
             "error_page 403 = @mlws_port_refused;",
             f'if ($mlws_port = {cfg.port}) {{ return 403 "the gateway port cannot be proxied\\n"; }}',
             f'if ($mlws_after = "") {{ return 302 {base}/tools/$mlws_port/$mlws_query; }}',
+            PORT_COOKIES_REFUSED,
             "auth_request /_mlws/port-owner;",
             *headers,
             *_proxy_headers(None),
-            "proxy_set_header Cookie $mlws_port_cookie3;",
+            "proxy_set_header Cookie $mlws_port_cookies;",
             'proxy_set_header Authorization "";',
             "proxy_pass http://$mlws_port_target$mlws_tool_rest$mlws_query;",
         ],
@@ -760,8 +772,9 @@ def _share_locations(cfg: GatewayConfig, gated: list[str], refuse_foreign: str, 
         "error_page 403 = @mlws_port_refused;",
         "error_page 502 504 =503 @mlws_starting;",
         *ungated,
+        PORT_COOKIES_REFUSED,
         *_proxy_headers(None),
-        "proxy_set_header Cookie $mlws_port_cookie3;",
+        "proxy_set_header Cookie $mlws_port_cookies;",
         'proxy_set_header Authorization "";',
         "proxy_pass http://$mlws_port_target$mlws_share_rest$mlws_query;",
     ])

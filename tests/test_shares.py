@@ -331,6 +331,32 @@ def test_a_shared_folder_lists_downloads_and_zips(ws, owner):
         assert opened.namelist() == ["deep.bin"]
 
 
+WORKSPACE_COOKIE_NAMES = ["mlws_share_a1", "mlws_share_b2", "jupyterhub-session-id", "__Host-jupyterhub-user-ann",
+                          "mlws_session_9", "mlws_share_c3", "jupyterhub-user-ann-oauth-state"]
+
+
+@pytest.mark.parametrize("route", ["tools", "shared/tools"])
+def test_a_port_never_gets_the_workspaces_cookies_however_many(ws, owner, route):
+    """nginx removes the workspace's cookies one map at a time: with the owner's session plus seven
+    more it still passes only the port's own cookie; with more than it can remove it refuses the
+    request instead of forwarding the rest."""
+    path = f"{BASE}/{route}/{ws.backend_port}/seen"
+    if route == "shared/tools":
+        link = create(ws, owner, port=ws.backend_port)
+        token = link["url_path"].split("token=", 1)[1]
+        path += f"?token={token}"
+    session = "; ".join(f"{c.name}={c.value}" for c in owner.cookies)
+    some = "; ".join([session, "app=1", *(f"{name}=x{index}" for index, name in enumerate(WORKSPACE_COOKIE_NAMES))])
+    answer = requests.get(ws.url(path), headers={"Cookie": some}, allow_redirects=False, timeout=20)
+    assert answer.status_code == 200, (answer.status_code, answer.text[:200])
+    seen = answer.json()
+    assert seen["path"] == "/seen" and seen["cookie"] == "app=1", seen
+    too_many = "; ".join([some, *(f"mlws_share_more{index}=y" for index in range(4))])
+    answer = requests.get(ws.url(path), headers={"Cookie": too_many}, allow_redirects=False, timeout=20)
+    assert answer.status_code == 400 and "too many of the workspace's own cookies" in answer.text, (
+        answer.status_code, answer.text[:200])
+
+
 def test_a_shared_port_passes_http_and_websockets(ws, owner):
     link = create(ws, owner, port=ws.backend_port)
     assert link["url_path"].startswith(f"{BASE}/shared/tools/{ws.backend_port}/?token=")

@@ -540,12 +540,15 @@ def corpus(victim: str, kernel_id: str, port: int, terminal: str) -> list[tuple[
         ("GET", base + "/tools/tensorboard/"), ("GET", base + "/tools/tensorboard/data/runs"),
         ("GET", base + f"/tools/{port}/"), ("GET", base + f"/tools/{port}/anything?x=1"),
         ("GET", base + "/tooling/home"), ("GET", base + "/tooling/tools"), ("GET", base + "/tooling/storage"),
+        ("GET", base + "/tooling/shares"),
     ]
     writes = [
         ("POST", base + "/api/kernels", {"name": "python3"}),
         ("POST", base + "/api/sessions", {"path": "probe.ipynb", "type": "notebook", "kernel": {"name": "python3"}}),
         ("POST", base + "/api/terminals", {}),
         ("PUT", base + "/api/contents/probe.txt", {"type": "file", "format": "text", "content": "written by a probe"}),
+        # A share link for the victim's file would serve it to anyone holding the link.
+        ("POST", base + "/tooling/shares", {"path": "secret.txt", "expires_hours": 1}),
     ]
     sockets = [
         ("WS", base + f"/api/kernels/{kernel_id}/channels"), ("WS", base + f"/terminals/websocket/{terminal}"),

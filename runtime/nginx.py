@@ -720,7 +720,14 @@ def _share_http(cfg: GatewayConfig, segments_re: str) -> list[str]:
         '    "~^[^|]+\\|0\\|\\|.*text/html" 1;',
         "    default 0;",
         "}",
-    ]
+    ] + ([
+        # ($mlws_share_link is set by the shared-port location's auth_request_set: only then.)
+        "# A shared port's websockets go through the share service (runtime/share_relay.py), which ends",
+        "# them when their link is revoked or expires; plain requests go to the port itself.",
+        "map $mlws_is_upgrade $mlws_share_target { 1 mlws_shares; default $mlws_port_target; }",
+        'map $mlws_is_upgrade $mlws_share_relay { 1 /_relay/$mlws_port; default ""; }',
+        'map $mlws_is_upgrade $mlws_share_link_header { 1 $mlws_share_link; default ""; }',
+    ] if cfg.shares_enabled else [])
 
 
 def _share_locations(cfg: GatewayConfig, gated: list[str], refuse_foreign: str, ungated: list[str],
@@ -768,6 +775,7 @@ def _share_locations(cfg: GatewayConfig, gated: list[str], refuse_foreign: str, 
         "error_page 418 = @mlws_share_login;",
         "if ($mlws_share_token_login) { return 418; }",
         "auth_request /_mlws/share-check;",
+        "auth_request_set $mlws_share_link $upstream_http_x_mlws_share_link;",
         "error_page 401 = @mlws_share_refused;",
         "error_page 403 = @mlws_port_refused;",
         "error_page 502 504 =503 @mlws_starting;",
@@ -776,7 +784,8 @@ def _share_locations(cfg: GatewayConfig, gated: list[str], refuse_foreign: str, 
         *_proxy_headers(None),
         "proxy_set_header Cookie $mlws_port_cookies;",
         'proxy_set_header Authorization "";',
-        "proxy_pass http://$mlws_port_target$mlws_share_rest$mlws_query;",
+        "proxy_set_header X-Mlws-Share-Link $mlws_share_link_header;",
+        "proxy_pass http://$mlws_share_target$mlws_share_relay$mlws_share_rest$mlws_query;",
     ])
     result += location("@mlws_share_login", [*ungated, *proxy])
     result += location("@mlws_share_refused", [

@@ -26,7 +26,9 @@ Routes (behind the gateway, runtime/nginx.py `_share_locations`; B is the base U
                                    (sendfile, ranges) from an internal location
   B/shared/tools/<port>/...        a shared port: nginx asks `/_check/port/<port>` of this service
                                    (auth_request) before every request; a browser's first visit
-                                   with ?token= comes here to trade it for the cookie
+                                   with ?token= comes here to trade it for the cookie; websocket
+                                   upgrades come here too (`/_relay/<port>/...`) and are carried
+                                   by runtime/share_relay.py, so revoking or expiry ends them
 
 Run: `python -m runtime.shares <settings.json>` (written by runtime/steps/51_shares.py; keys:
 socket, base_url, shares_dir, workspace_dir, enabled, secure, default_hours, gateway_ports).
@@ -50,7 +52,7 @@ import time
 import urllib.parse
 import zipfile
 
-from runtime import unix_http
+from runtime import share_relay, unix_http
 
 KEY_FILE = "key"
 STORE_FILE = "links.json"
@@ -366,6 +368,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     settings: dict = {}
     key: bytes = b""
     store: LinkStore
+    relays: share_relay.Relays
 
     def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
         pass
@@ -470,8 +473,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _revoke(self, link_id: str) -> None:
         if not ID_PATTERN.match(link_id) or not self.store.revoke(link_id):
             return self._json(404, {"error": f"no live link {link_id!r}"})
-        log(f"revoked link {link_id}")
-        self._json(200, {"revoked": link_id})
+        ended = self.relays.close_link(link_id)
+        log(f"revoked link {link_id}" + (f", {ended} open connection(s) through it ended" if ended else ""))
+        self._json(200, {"revoked": link_id, "connections_ended": ended})
 
     # --- B/shared/link/<id>/... ------------------------------------------------------------
     def _shared_link(self, segments: list[str], query: dict) -> None:
@@ -544,14 +548,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _check_port(self, port: str) -> None:
         """nginx's auth_request before every request to a shared port: 204 go, 401 no link, 403
         the port is another user's."""
-        if not port.isdigit() or self._port_link(port, {}, self.headers.get("X-Mlws-Share-Token", "")) is None:
+        link = self._port_link(port, {}, self.headers.get("X-Mlws-Share-Token", "")) if port.isdigit() else None
+        if link is None:
             return self._send(401)
         from runtime.login import listener_uids
 
         uids = listener_uids(int(port))
         if uids and uids != {os.getuid()}:
             return self._send(403)
-        self._send(204)
+        # Which link let the request in: a websocket is relayed under it (_relay).
+        self._send(204, headers={"X-Mlws-Share-Link": link.id})
 
     def _port_login(self, segments: list[str], query: dict) -> None:
         port = segments[2] if len(segments) > 2 else ""
@@ -561,11 +567,37 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._refused()
         self._cookie_redirect(link, token, query, segments)
 
+    def _relay(self, target: str) -> None:
+        """A websocket upgrade to a shared port, after nginx's check: carried here, under its link,
+        until either end closes it, the link is revoked or it expires (runtime/share_relay.py).
+        `target` is `<port>/<path and query>`; the link's id comes from the check, set by nginx."""
+        port, _, rest = target.partition("/")
+        link = self.store.snapshot().get(self.headers.get("X-Mlws-Share-Link", ""))
+        if link is None or link.kind != "port" or link.target != port or link.expires <= time.time():
+            return self._refused()
+        try:
+            backend = share_relay.connect(int(port))
+        except OSError:
+            return self._send(502, b"the shared port does not answer\n")
+        self.close_connection = True  # the connection is the websocket's from here on
+        pair = (self.connection, backend)
+        self.relays.add(link.id, link.expires, pair)
+        try:
+            backend.sendall(share_relay.request_head(self.command, "/" + rest, list(self.headers.items())))
+            share_relay.carry(self.rfile.read1, self.connection, backend)
+        except OSError:
+            pass
+        finally:
+            self.relays.remove(link.id, pair)
+            backend.close()
+
     # --- methods ---------------------------------------------------------------------------
     def do_GET(self):  # noqa: N802 (http.server's naming)
         raw_path = self.path.partition("?")[0]
         if raw_path.startswith("/_check/port/"):
             return self._check_port(raw_path[len("/_check/port/"):])
+        if raw_path.startswith("/_relay/"):
+            return self._relay(self.path[len("/_relay/"):])
         segments, query = self._split()
         try:
             if segments[:2] == ["tooling", "shares"] and len(segments) == 2:
@@ -604,6 +636,8 @@ def main(argv: list[str]) -> int:
     Handler.settings = settings
     Handler.key = load_key(settings["shares_dir"])
     Handler.store = LinkStore(os.path.join(settings["shares_dir"], STORE_FILE))
+    Handler.relays = share_relay.Relays()
+    threading.Thread(target=Handler.relays.sweep_forever, daemon=True).start()
     unix_http.serve_forever(settings["socket"], Handler)
     return 0
 

@@ -433,6 +433,59 @@ def test_revoked_links_and_their_cookies_serve_nothing(ws, owner):
     assert owner.delete(ws.url(f"{BASE}/tooling/shares/{link['id']}"), headers={"Origin": ws.origin}).status_code == 404
 
 
+def open_shared_socket(ws: Workspace, link: dict) -> websocket.WebSocket:
+    """A visitor's websocket to the shared port, with the link's token in the query (an API client)."""
+    token = link["url_path"].split("token=", 1)[1]
+    url = ws.url(f"{BASE}/shared/tools/{ws.backend_port}/ws?token={token}").replace("http", "ws", 1)
+    connection = websocket.create_connection(url, origin=ws.origin, timeout=10)
+    connection.send("before")
+    assert connection.recv() == "echo:before"
+    return connection
+
+
+def ended_within(connection: websocket.WebSocket, seconds: float) -> float | None:
+    """Seconds until the gateway closes this websocket (None: still open after `seconds`)."""
+    began = time.monotonic()
+    connection.settimeout(seconds)
+    try:
+        while True:
+            frame = connection.recv()
+            if frame in ("", None):
+                return time.monotonic() - began
+    except websocket.WebSocketTimeoutException:
+        return None
+    except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError):
+        return time.monotonic() - began
+
+
+def test_revoking_or_expiry_ends_the_websockets_open_through_a_link(ws, owner):
+    """A websocket is one request: nginx alone would keep relaying it after its link is revoked.
+    The share service carries the shared ports' websockets (runtime/share_relay.py) and ends them."""
+    revoked, kept = create(ws, owner, port=ws.backend_port), create(ws, owner, port=ws.backend_port)
+    short = create(ws, owner, port=ws.backend_port, expires_hours=4 / 3600)
+    through_revoked, through_kept, through_short = (open_shared_socket(ws, link) for link in (revoked, kept, short))
+    own_url = ws.url(f"{BASE}/tools/{ws.backend_port}/ws").replace("http", "ws", 1)
+    own = websocket.create_connection(own_url, origin=ws.origin, timeout=10,
+                                      header=["Cookie: " + "; ".join(f"{c.name}={c.value}" for c in owner.cookies)])
+    try:
+        answer = owner.delete(ws.url(f"{BASE}/tooling/shares/{revoked['id']}"), headers={"Origin": ws.origin})
+        assert answer.status_code == 200 and answer.json()["connections_ended"] == 1, answer.text
+        took = ended_within(through_revoked, 5)
+        assert took is not None and took < 2, took
+        # The other link's websocket and the owner's own (not through a link) go on.
+        for connection in (through_kept, own):
+            connection.send("after")
+            assert connection.recv() == "echo:after"
+        # The short link expires after 4 s; the sweeper ends its websocket within about a second.
+        took = ended_within(through_short, 15)
+        assert took is not None, "the websocket of an expired link stayed open"
+        through_kept.send("still")
+        assert through_kept.recv() == "echo:still"
+    finally:
+        for connection in (through_revoked, through_kept, through_short, own):
+            connection.close()
+
+
 def test_tampered_tokens_and_links_of_another_deployment_serve_nothing(ws, owner):
     link = create(ws, owner, path="data/notes.txt")
     link_id, expires, mac = link["token"].split(".")

@@ -677,21 +677,28 @@ def render_nginx_conf(cfg: GatewayConfig) -> str:
     return "\n".join(lines)
 
 
+def _service_proxy(upstream: str, *extra: str) -> list[str]:
+    """To one of the runtime's own services (an upstream on its unix socket, kept alive), with the
+    raw path and query: the client's Host and scheme, never the gateway's secret header."""
+    return [
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        f"proxy_set_header {GATEWAY_HEADER} \"\";",
+        *extra,
+        "error_page 502 504 =503 @mlws_starting;",
+        f"proxy_pass http://{upstream}$mlws_raw_path$is_args$args;",
+    ]
+
+
 def _ssh_locations(base: str, gated: list[str], refuse_foreign: str, ungated: list[str], location,
                    shares_enabled: bool) -> list[str]:
     """The SSH setup service (runtime/ssh_setup.py): the setup command behind the login like every
     tool; the setup script, the key enrolment and the host key without one, rate-limited (the
     one-time token in the script's URL is the credential, so the full query is passed on). The
     script's link is a shared link, as in the original: SHARED_LINKS_ENABLED=false refuses it (401)."""
-    proxy = [
-        "proxy_http_version 1.1;",
-        'proxy_set_header Connection "";',
-        "proxy_set_header Host $http_host;",
-        "proxy_set_header X-Forwarded-Proto $scheme;",
-        f"proxy_set_header {GATEWAY_HEADER} \"\";",
-        "error_page 502 504 =503 @mlws_starting;",
-        "proxy_pass http://mlws_ssh_setup$mlws_raw_path$is_args$args;",
-    ]
+    proxy = _service_proxy("mlws_ssh_setup")
     limited = ["limit_req zone=mlws_ssh burst=10 nodelay;", "error_page 429 @mlws_too_many;"]
     result = location("= " + uri_path(f"{base}/tooling/ssh/setup-command"), [*gated, *SECURITY_HEADERS, *proxy])
     off = ["default_type text/plain;",
@@ -738,16 +745,7 @@ def _share_locations(cfg: GatewayConfig, gated: list[str], refuse_foreign: str, 
     service, after its checks), with sendfile and ranges. Under SHARED_LINKS_ENABLED=false every
     shared route answers 401."""
     base = cfg.base_url
-    proxy = [
-        "proxy_http_version 1.1;",
-        'proxy_set_header Connection "";',
-        "proxy_set_header Host $http_host;",
-        "proxy_set_header X-Forwarded-Proto $scheme;",
-        f"proxy_set_header {GATEWAY_HEADER} \"\";",
-        'proxy_set_header X-Mlws-Share-Token "";',
-        "error_page 502 504 =503 @mlws_starting;",
-        "proxy_pass http://mlws_shares$mlws_raw_path$is_args$args;",
-    ]
+    proxy = _service_proxy("mlws_shares", 'proxy_set_header X-Mlws-Share-Token "";')
     # Shared files are any document of the user's: never one of the workspace's origin (opaque
     # origin, no scripts). A shared port is the workspace user's own server, as under /tools/<port>/.
     shared_headers = [line for line in ungated if "frame-ancestors" not in line]

@@ -106,17 +106,22 @@ def test_home_page_lists_tools_and_greys_the_unavailable(ws, session):
         assert answer.status_code == 400, bad
 
 
-def click(browser: Chromium, selector_js: str, timeout: float = 60) -> None:
-    """A real mouse click (DevTools Input events) in the middle of the element the script finds."""
+def element_center(browser: Chromium, selector_js: str, timeout: float) -> dict:
+    """The middle of the element the script finds, once it is drawn (waits up to `timeout`)."""
     deadline = time.monotonic() + timeout
     box = None
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not box:
         box = browser.evaluate(f"(() => {{ const e = {selector_js}; if (!e) return null; const r = e.getBoundingClientRect();"
                                " return r.width ? {x: r.x + r.width / 2, y: r.y + r.height / 2} : null; })()")
-        if box:
-            break
-        time.sleep(0.25)
+        if not box:
+            time.sleep(0.25)
     assert box, f"nothing to click: {selector_js}"
+    return box
+
+
+def click(browser: Chromium, selector_js: str, timeout: float = 60) -> None:
+    """A real mouse click (DevTools Input events) in the middle of the element the script finds."""
+    box = element_center(browser, selector_js, timeout)
     for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
         browser.call("Input.dispatchMouseEvent", type=kind, x=box["x"], y=box["y"], button="left", clickCount=1)
 
@@ -187,13 +192,7 @@ def test_open_tool_menu_in_jupyterlab_and_notebook7(ws, app):
 
 
 def right_click(browser: Chromium, selector_js: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    box = None
-    while time.monotonic() < deadline and not box:
-        box = browser.evaluate(f"(() => {{ const e = {selector_js}; if (!e) return null; const r = e.getBoundingClientRect();"
-                               " return r.width ? {x: r.x + r.width / 2, y: r.y + r.height / 2} : null; })()")
-        time.sleep(0.25)
-    assert box, f"nothing to right-click: {selector_js}"
+    box = element_center(browser, selector_js, timeout)
     browser.call("Input.dispatchMouseEvent", type="mouseMoved", x=box["x"], y=box["y"])
     for kind in ("mousePressed", "mouseReleased"):
         browser.call("Input.dispatchMouseEvent", type=kind, x=box["x"], y=box["y"], button="right", clickCount=1)

@@ -416,6 +416,21 @@ def wait_for(path: str, process: subprocess.Popen, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+def stopped_when(marker: str, env: dict) -> tuple[subprocess.Popen, str]:
+    """`mlws start` as a job runner, sent SIGTERM once `marker` appears; (the ended process, its stderr)."""
+    process = subprocess.Popen([sys.executable, "-m", "runtime", "start"], env=env, cwd="/",
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(marker, process)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process, stderr
+
+
 def test_a_stop_signal_during_setup_sh_reaches_it_and_the_job_does_not_run(work, code_dir):
     write(os.path.join(code_dir, "__main__.py"), "open('job-ran', 'w').close()\n")
     write(os.path.join(code_dir, "setup.sh"), """\
@@ -423,16 +438,7 @@ def test_a_stop_signal_during_setup_sh_reaches_it_and_the_job_does_not_run(work,
         touch "$WORKSPACE_DIR/setup-started"
         while true; do sleep 0.1; done
     """)
-    process = subprocess.Popen([sys.executable, "-m", "runtime", "start"], env=job_env(work, {"EXECUTE_CODE": code_dir}),
-                               cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(os.path.join(work, "setup-started"), process)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    process, stderr = stopped_when(os.path.join(work, "setup-started"), job_env(work, {"EXECUTE_CODE": code_dir}))
     assert process.returncode == 1, stderr
     assert read(os.path.join(work, "setup-got")).strip() == "TERM"
     assert f"{code_dir}/setup.sh failed with exit code 9" in stderr
@@ -449,16 +455,7 @@ def test_a_stop_signal_while_fetching_stops_the_runner_cleanly(work, code_dir):
     """, 0o755)
     before = set(glob.glob("/tmp/mlws-job-*"))
     env = job_env(work, {"EXECUTE_CODE": "git+ssh://git@example.org/repo.git@v1", "GIT_SSH_COMMAND": fake_ssh})
-    process = subprocess.Popen([sys.executable, "-m", "runtime", "start"], env=env, cwd="/",
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(os.path.join(work, "ssh-started"), process)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    process, stderr = stopped_when(os.path.join(work, "ssh-started"), env)
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert "job: stopped by SIGTERM before the job ran to its end" in stderr
     assert "Traceback" not in stderr

@@ -395,6 +395,38 @@ def start_unix_relay(group: ProcessGroup, name: str, base_dir: str, socket_path:
     return kind
 
 
+HAPROXY_RELAY = """global
+    maxconn 256
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+listen relay
+    bind {listen}
+    server backend unix@{socket}
+"""
+
+
+def start_haproxy_relay(group: ProcessGroup, name: str, base_dir: str, socket_path: str, port: int) -> bool:
+    """127.0.0.1:<port> -> the unix socket `socket_path` through HAProxy in TCP mode (a byte relay,
+    no HTTP), run as the server user. False when HAProxy is not installed."""
+    haproxy = shutil.which("haproxy", path="/usr/sbin:/usr/bin:/sbin")
+    if not haproxy:
+        return False
+    folder = os.path.join(base_dir, name)
+    os.makedirs(folder, exist_ok=True)
+    conf = os.path.join(folder, "haproxy.cfg")
+    with open(conf, "w") as handle:
+        handle.write(HAPROXY_RELAY.format(listen=f"{LOOPBACK}:{port}", socket=socket_path))
+    chown_tree(folder)
+    proc = group.add(spawn(name, [haproxy, "-db", "-f", conf], folder, server_env(folder)))
+    wait_until(lambda: proc.popen.poll() is not None or port_open(port), 15, 0.05, f"{name} to listen")
+    if proc.popen.poll() is not None:
+        raise RuntimeError(f"{name} failed:\n{proc.log()}")
+    return True
+
+
 TOOL_PAGE = "<!doctype html><title>bench tool</title>" + "<p>" + "x" * 960 + "</p>\n"  # 1 KiB
 
 

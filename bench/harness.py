@@ -386,13 +386,20 @@ def start_unix_relay(group: ProcessGroup, name: str, base_dir: str, socket_path:
     }}""")
     with open(conf, "w") as handle:
         handle.write(text)
+    spawn_listening(group, name, ["nginx", "-p", folder, "-c", conf, "-e", os.path.join(folder, "error.log"),
+                                  "-g", "daemon off;"], folder, port)
+    return kind
+
+
+def spawn_listening(group: ProcessGroup, name: str, argv: list[str], folder: str, port: int) -> Proc:
+    """Start a relay as the server user (its folder handed over first) and wait until it listens
+    on `port`; its log in the error if it exits instead."""
     chown_tree(folder)
-    proc = group.add(spawn(name, ["nginx", "-p", folder, "-c", conf, "-e", os.path.join(folder, "error.log"),
-                                  "-g", "daemon off;"], folder, server_env(folder)))
+    proc = group.add(spawn(name, argv, folder, server_env(folder)))
     wait_until(lambda: proc.popen.poll() is not None or port_open(port), 15, 0.05, f"{name} to listen")
     if proc.popen.poll() is not None:
         raise RuntimeError(f"{name} failed:\n{proc.log()}")
-    return kind
+    return proc
 
 
 HAPROXY_RELAY = """global
@@ -419,11 +426,7 @@ def start_haproxy_relay(group: ProcessGroup, name: str, base_dir: str, socket_pa
     conf = os.path.join(folder, "haproxy.cfg")
     with open(conf, "w") as handle:
         handle.write(HAPROXY_RELAY.format(listen=f"{LOOPBACK}:{port}", socket=socket_path))
-    chown_tree(folder)
-    proc = group.add(spawn(name, [haproxy, "-db", "-f", conf], folder, server_env(folder)))
-    wait_until(lambda: proc.popen.poll() is not None or port_open(port), 15, 0.05, f"{name} to listen")
-    if proc.popen.poll() is not None:
-        raise RuntimeError(f"{name} failed:\n{proc.log()}")
+    spawn_listening(group, name, [haproxy, "-db", "-f", conf], folder, port)
     return True
 
 

@@ -160,6 +160,15 @@ class Workspace:
     def text(self) -> str:
         return "".join(self.output)
 
+    def wait_for_output(self, fragment: str, timeout: float = 10) -> str:
+        """The output once it contains `fragment` (or as it is at the deadline). A line a tool's
+        service logs while it answers reaches us through supervisord's pipe a little later than
+        the answer itself."""
+        deadline = time.monotonic() + timeout
+        while fragment not in self.text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.text()
+
     def wait_healthy(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -66,7 +66,7 @@ def test_tools_json_lists_the_flavor_in_manifest_order_then_the_users_entries(ws
     assert by_id["ghost"]["available"] is False and "not installed" in by_id["ghost"]["reason"]
     # The user's own entry comes last; the file that is not JSON is skipped (and named in the log).
     assert entries[-1]["id"] == "my-dashboard" and entries[-1]["url_path"] == "/tools/9999/"
-    assert "mlws-test-bad.json: not readable JSON" in ws.text()
+    assert "mlws-test-bad.json: not readable JSON" in ws.wait_for_output("mlws-test-bad.json: not readable JSON")
 
 
 def test_tooling_needs_the_login(ws):
